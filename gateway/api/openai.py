@@ -1,0 +1,74 @@
+"""OpenAI-compatible v1 routes: thin — read the request, call the Gateway, respond."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+
+from gateway.api.deps import GatewayDep
+from gateway.api.errors import error_response
+from gateway.context import RequestContext
+from gateway.errors import GatewayError, NotFound, PayloadTooLarge
+from gateway.service import Outcome
+
+__all__ = ["read_body", "router"]
+
+router = APIRouter()
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes. Raises PayloadTooLarge (413)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes", param="body")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes", param="body")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def render(outcome: Outcome) -> Response:
+    """HTTP response for a pipeline outcome; every response carries ``x-request-id``."""
+    headers = {"x-request-id": outcome.ctx.request_id, **outcome.headers}
+    if outcome.error is not None:
+        return error_response(outcome.error, headers)
+    if outcome.stream is not None:
+        return StreamingResponse(
+            outcome.stream,
+            media_type="text/event-stream",
+            headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+        )
+    return JSONResponse(outcome.response, headers=headers)
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
+    """Chat completions, non-stream or SSE (OpenAI wire format). The model is taken from
+    the body only; a model named in the query string is ignored."""
+    ctx = RequestContext(endpoint="chat.completions")
+    try:
+        raw = await read_body(request, gateway.config.server.max_body_bytes)
+    except GatewayError as exc:
+        return render(await gateway.fail(ctx, exc))
+    return render(await gateway.chat(ctx, raw, request.headers))
+
+
+@router.get("/v1/models")
+async def list_models(request: Request, gateway: GatewayDep) -> JSONResponse:
+    """Model names the caller may request: aliases first, then deployment ids."""
+    gateway.keyring.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    names = list(gateway.config.aliases) + [d.id for d in gateway.config.deployments]
+    data = [{"id": n, "object": "model", "created": 0, "owned_by": "sovereign-gateway"} for n in names]
+    return JSONResponse({"object": "list", "data": data})
+
+
+@router.api_route("/{path:path}", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+async def unknown_route(path: str, request: Request, gateway: GatewayDep) -> Response:
+    """Any other write: 404 in the OpenAI shape, and audited like every request — so a
+    model named in a URL (``/openai/deployments/<model>/...``) never reaches a deployment."""
+    ctx = RequestContext(endpoint=f"unknown:/{path}"[:64])
+    return render(await gateway.fail(ctx, NotFound(f"no such route: {request.method} /{path}")))

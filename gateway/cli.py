@@ -1,0 +1,238 @@
+"""``gateway`` command line: serve, up (local demo stack), migrate, audit, keys, config.
+
+Exit codes: 0 ok, 2 bad configuration (the message names file, path and reason).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything imports litellm
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from gateway.auth import generate_key, hash_key
+from gateway.config import GatewayConfig, Settings, load_config
+from gateway.errors import ConfigError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(help="Sovereign Gateway: policy-aware, OpenAI-compatible LLM gateway.", no_args_is_help=True)
+audit_app = typer.Typer(help="Read decision records.", no_args_is_help=True)
+keys_app = typer.Typer(help="API keys (stored as hashes only).", no_args_is_help=True)
+config_app = typer.Typer(help="Configuration checks.", no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", envvar="GATEWAY_CONFIG", help="gateway.yaml path")]
+err = Console(stderr=True)
+
+DEMO_KEYS = {"sk-demo-acme-app": "app", "sk-demo-acme-auditor": "auditor"}
+"""Well-known demo keys whose hashes the example gateway.yaml carries (never for production)."""
+
+
+def _load(path: Path) -> GatewayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        err.print(f"[bold red]configuration error[/]: {exc.message}")
+        raise typer.Exit(2) from None
+
+
+def _audit_url(config: GatewayConfig) -> str:
+    return os.environ.get("GATEWAY_AUDIT_URL") or config.audit.url
+
+
+def migrate_database(url: str, revision: str = "head", *, downgrade: bool = False) -> None:
+    """Run the Alembic migrations in ``migrations/`` on ``url`` (upgrade or downgrade)."""
+    from alembic import command
+    from alembic.config import Config
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = Config(str(root / "alembic.ini"))
+    cfg.set_main_option("script_location", str(root / "migrations"))
+    cfg.attributes["url"] = url
+    if downgrade:
+        command.downgrade(cfg, revision)
+    else:
+        command.upgrade(cfg, revision)
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = Path("gateway.yaml"),
+    host: Annotated[str, typer.Option(envvar="GATEWAY_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="GATEWAY_PORT")] = 8080,
+) -> None:
+    """Start the gateway (HTTP on HOST:PORT)."""
+    import uvicorn
+
+    from gateway.main import create_app
+
+    cfg = _load(config)
+    settings = Settings(config=config, host=host, port=port)
+    uvicorn.run(create_app(cfg, settings), host=host, port=port, log_level="warning", access_log=False)
+
+
+@app.command()
+def migrate(
+    config: ConfigOpt = Path("gateway.yaml"),
+    revision: Annotated[str, typer.Option(help="target revision")] = "head",
+    down: Annotated[bool, typer.Option("--down", help="downgrade to REVISION")] = False,
+) -> None:
+    """Create or upgrade the audit database schema (Alembic)."""
+    url = _audit_url(_load(config))
+    migrate_database(url, revision, downgrade=down)
+    typer.echo(f"audit database at {url}: {'downgraded' if down else 'migrated'} to {revision}")
+
+
+@app.command()
+def up(
+    config: ConfigOpt = Path("gateway.yaml"),
+    port: Annotated[int, typer.Option(envvar="GATEWAY_PORT")] = 8080,
+    model_port: Annotated[int, typer.Option(help="llama.cpp server port")] = 8081,
+) -> None:
+    """Local demo stack: migrate SQLite, start the llama.cpp server with SmolLM2, serve."""
+    from gateway.localmodel import start_llama_server, wait_ready
+
+    cfg = _load(config)
+    migrate_database(_audit_url(cfg))
+    log = Path(".gateway/llama-server.log")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    typer.echo(f"starting local model (llama.cpp + SmolLM2-135M-Instruct) on 127.0.0.1:{model_port} ...")
+    proc = start_llama_server(model_port, log=log)
+    # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so the
+    # `finally` below still stops the model server.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        wait_ready(f"http://127.0.0.1:{model_port}/v1", process=proc)
+        configured = {k.hash for k in cfg.keys}
+        demo = next((k for k in DEMO_KEYS if hash_key(k) in configured and DEMO_KEYS[k] == "app"), None)
+        typer.echo(f"\nSovereign Gateway on http://127.0.0.1:{port}  (config {config}, audit {_audit_url(cfg)})")
+        if demo:
+            typer.echo(f"Demo API key: {demo}\nTry:\n")
+            typer.echo(
+                f"  curl -s http://127.0.0.1:{port}/v1/chat/completions \\\n"
+                f"    -H 'Authorization: Bearer {demo}' -H 'Content-Type: application/json' \\\n"
+                "    -H 'x-data-classification: confidential' \\\n"
+                '    -d \'{"model": "auto", "messages": [{"role": "user", "content": "Say hello"}], '
+                '"max_tokens": 30}\'\n'
+            )
+        serve(config=config, host="127.0.0.1", port=port)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except Exception:
+            proc.kill()
+
+
+@app.command("local-model")
+def local_model(port: Annotated[int, typer.Option()] = 8081) -> None:
+    """Run only the llama.cpp server with the shipped SmolLM2 GGUF (foreground)."""
+    from gateway.localmodel import start_llama_server
+
+    proc = start_llama_server(port)
+    try:
+        sys.exit(proc.wait())
+    except KeyboardInterrupt:
+        proc.terminate()
+
+
+@audit_app.command("list")
+def audit_list(
+    config: ConfigOpt = Path("gateway.yaml"),
+    tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
+    status: Annotated[str | None, typer.Option(help="only this status (ok, denied, invalid…)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
+) -> None:
+    """Decision records, newest first."""
+    from gateway.audit.store import AuditStore
+
+    async def fetch() -> list[dict[str, Any]]:
+        store = AuditStore.from_url(_audit_url(_load(config)))
+        try:
+            return await store.list(tenant=tenant, status=status, limit=limit)
+        finally:
+            await store.aclose()
+
+    rows = asyncio.run(fetch())
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row, default=str))
+        return
+    table = Table(title=f"decision records (newest first, {len(rows)})")
+    for col in ("seq", "time", "tenant", "key", "model", "level", "decision", "deployment", "status", "tokens", "ms"):
+        table.add_column(col)
+    for r in rows:
+        tokens = "" if r["prompt_tokens"] is None else f"{r['prompt_tokens']}+{r['completion_tokens']}"
+        table.add_row(
+            str(r["seq"]), r["created_at"][:19], r["tenant"] or "", r["key_id"] or "", r["requested_model"] or "",
+            r["data_level"] or "", r["decision"] or "", r["chosen_deployment"] or "", r["status"], tokens,
+            f"{r['latency_ms']:.0f}" if r["latency_ms"] is not None else "",
+        )  # fmt: skip
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=200)
+    console.print(table)
+
+
+@keys_app.command("create")
+def keys_create(
+    tenant: Annotated[str, typer.Option(help="tenant the key belongs to")],
+    key_id: Annotated[str, typer.Option("--id", help="key id shown in audit records")],
+    role: Annotated[list[str] | None, typer.Option(help="app, admin or auditor (repeatable)")] = None,
+) -> None:
+    """Generate a key; prints it once and the gateway.yaml entry holding only its hash."""
+    key = generate_key()
+    roles = role or ["app"]
+    typer.echo(f"API key (shown once): {key}\n\nAdd to gateway.yaml under keys:")
+    typer.echo(f"  - id: {key_id}\n    hash: {hash_key(key)}\n    tenant: {tenant}\n    roles: [{', '.join(roles)}]")
+
+
+@keys_app.command("hash")
+def keys_hash(key: str) -> None:
+    """Print the at-rest hash of KEY (``sha256:<hex>``)."""
+    typer.echo(hash_key(key))
+
+
+@config_app.command("check")
+def config_check(config: ConfigOpt = Path("gateway.yaml")) -> None:
+    """Validate gateway.yaml and compile the policy; exit 2 with the reason if invalid."""
+    from gateway.main import build_gateway, close_gateway
+
+    cfg = _load(config)
+
+    async def check() -> str:
+        gateway = await build_gateway(cfg)
+        try:
+            return gateway.engine.revision
+        finally:
+            await close_gateway(gateway)
+
+    try:
+        revision = asyncio.run(check())
+    except ConfigError as exc:
+        err.print(f"[bold red]configuration error[/]: {exc.message}")
+        raise typer.Exit(2) from None
+    typer.echo(f"{config}: ok ({len(cfg.deployments)} deployments, {len(cfg.tenants)} tenants, policy {revision})")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,293 @@
+"""Configuration: process settings (environment) and the ``gateway.yaml`` document.
+
+:class:`Settings` comes from the environment (prefix ``GATEWAY_``) and points at the YAML file;
+:class:`GatewayConfig` is that file: deployments, model aliases, tenants and API keys (hashes
+only). :func:`load_config` validates it strictly (unknown keys are errors) and raises
+:class:`~gateway.errors.ConfigError` naming the file, the path inside it and the reason.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from adapters import ADAPTER_KINDS
+from gateway.context import DataLevel
+from gateway.errors import ConfigError
+
+__all__ = [
+    "AliasConfig",
+    "AuditConfig",
+    "DeploymentConfig",
+    "GatewayConfig",
+    "KeyConfig",
+    "PolicyConfig",
+    "Price",
+    "ResidencyRule",
+    "Settings",
+    "TenantConfig",
+    "load_config",
+]
+
+
+class Settings(BaseSettings):
+    """Process settings from the environment.
+
+    GATEWAY_CONFIG: path to gateway.yaml. GATEWAY_AUDIT_URL: SQLAlchemy async URL that overrides
+    ``audit.url``. GATEWAY_HOST / GATEWAY_PORT: listen address (default 127.0.0.1:8080).
+    """
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    config: Path = Path("gateway.yaml")
+    audit_url: str | None = None
+    host: str = "127.0.0.1"
+    port: int = 8080
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Price(_Strict):
+    """Prices in USD per million tokens."""
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+
+
+class DeploymentConfig(_Strict):
+    """One model deployment the gateway may route to (a model on a backend in a place)."""
+
+    id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
+    adapter: str
+    model: str
+    api_base: str | None = None
+    api_key_env: str | None = None
+    locality: Literal["local", "external"]
+    jurisdiction: str = Field(pattern=r"^[A-Za-z0-9_\-]+$")
+    region: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    retains_data: bool = False
+    trains_on_data: bool = False
+    capabilities: tuple[str, ...] = ()
+    context_window: int = Field(gt=0)
+    price: Price
+    quality: float = Field(default=0.5, ge=0, le=1)
+    weight: float = Field(default=1.0, ge=0)
+    timeout_s: float = Field(default=60.0, gt=0)
+
+    def credentials_present(self) -> bool:
+        """False when ``api_key_env`` names an environment variable that is not set."""
+        return not self.api_key_env or bool(os.environ.get(self.api_key_env))
+
+    def api_key(self) -> str | None:
+        """The provider API key read from ``api_key_env`` at call time (None if unset)."""
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+    def policy_view(self, *, healthy: bool = True) -> dict[str, Any]:
+        """The deployment as it appears in ``input.deployments`` of the policy contract."""
+        return {
+            "id": self.id,
+            "adapter": self.adapter,
+            "locality": self.locality,
+            "jurisdiction": self.jurisdiction,
+            "region": self.region,
+            "retains_data": self.retains_data,
+            "trains_on_data": self.trains_on_data,
+            "capabilities": list(self.capabilities),
+            "context_window": self.context_window,
+            "price": self.price.model_dump(),
+            "quality": self.quality,
+            "healthy": healthy,
+        }
+
+
+class AliasConfig(_Strict):
+    """A model name clients use ("auto", "chat") that maps to several deployments."""
+
+    deployments: tuple[str, ...] = Field(min_length=1)
+    strategy: Literal["cost", "weighted", "ordered"] = "cost"
+
+
+class ResidencyRule(_Strict):
+    """Where data of one level may go: anywhere, or only to listed localities/jurisdictions."""
+
+    any: bool = False
+    locality: tuple[Literal["local", "external"], ...] | None = None
+    jurisdictions: tuple[str, ...] | None = None
+
+
+class TenantConfig(_Strict):
+    """A tenant: home region, default (floor) data level and per-level residency rules."""
+
+    home_region: str
+    default_level: str = "internal"
+    allowed: dict[str, ResidencyRule]
+
+    @field_validator("default_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        return DataLevel.parse(value).label
+
+    @field_validator("allowed")
+    @classmethod
+    def _levels(cls, value: dict[str, ResidencyRule]) -> dict[str, ResidencyRule]:
+        for key in value:
+            DataLevel.parse(key)
+        return value
+
+    @property
+    def floor(self) -> DataLevel:
+        """The tenant's default data level; requests are never classified below it."""
+        return DataLevel.parse(self.default_level)
+
+    def policy_view(self) -> dict[str, Any]:
+        """The ``input.tenant`` object of the policy contract."""
+        return {
+            "floor": self.default_level,
+            "allowed": {k: v.model_dump(exclude_none=True) for k, v in self.allowed.items()},
+        }
+
+
+class KeyConfig(_Strict):
+    """An API key, stored as ``sha256:<hex>`` of the key; the key itself is never stored."""
+
+    id: str
+    hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    tenant: str
+    roles: tuple[Literal["app", "admin", "auditor"], ...] = ("app",)
+
+
+class PolicyConfig(_Strict):
+    """Policy engine selection. ``path``: a directory of .rego files (relative to the config)."""
+
+    engine: Literal["embedded"] = "embedded"
+    path: str = "policies"
+    timeout_ms: float = Field(default=1000.0, gt=0)
+
+
+class AuditConfig(_Strict):
+    """Audit store: an SQLAlchemy async URL (relative sqlite paths are relative to cwd)."""
+
+    url: str = "sqlite+aiosqlite:///.gateway/audit.db"
+
+
+class ServerConfig(_Strict):
+    """Request handling limits."""
+
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+
+
+class GatewayConfig(_Strict):
+    """The whole ``gateway.yaml`` document. ``source`` is the file it came from."""
+
+    server: ServerConfig = ServerConfig()
+    policy: PolicyConfig = PolicyConfig()
+    audit: AuditConfig = AuditConfig()
+    deployments: tuple[DeploymentConfig, ...] = Field(min_length=1)
+    aliases: dict[str, AliasConfig] = {}
+    tenants: dict[str, TenantConfig] = Field(min_length=1)
+    keys: tuple[KeyConfig, ...] = ()
+    source: str = Field(default="<memory>", exclude=True)
+
+    @model_validator(mode="after")
+    def _references(self) -> GatewayConfig:
+        ids = [d.id for d in self.deployments]
+        for i, dep_id in enumerate(ids):
+            if dep_id in ids[:i]:
+                raise _PathError(f"deployments.{i}.id", f"duplicate deployment id {dep_id!r}")
+        for i, dep in enumerate(self.deployments):
+            if dep.adapter not in ADAPTER_KINDS:
+                known = sorted(ADAPTER_KINDS)
+                raise _PathError(f"deployments.{i}.adapter", f"unknown adapter {dep.adapter!r}; known: {known}")
+            if dep.adapter == "openai_compat" and not dep.api_base:
+                raise _PathError(f"deployments.{i}.api_base", "required for adapter openai_compat")
+        for name, alias in self.aliases.items():
+            if name in ids:
+                raise _PathError(f"aliases.{name}", "alias name collides with a deployment id")
+            for j, dep_id in enumerate(alias.deployments):
+                if dep_id not in ids:
+                    raise _PathError(f"aliases.{name}.deployments.{j}", f"unknown deployment {dep_id!r}")
+        key_ids: set[str] = set()
+        for i, key in enumerate(self.keys):
+            if key.tenant not in self.tenants:
+                raise _PathError(f"keys.{i}.tenant", f"unknown tenant {key.tenant!r}")
+            if key.id in key_ids:
+                raise _PathError(f"keys.{i}.id", f"duplicate key id {key.id!r}")
+            key_ids.add(key.id)
+        return self
+
+    def deployment(self, dep_id: str) -> DeploymentConfig:
+        """The deployment with this id. Raises KeyError if unknown."""
+        for dep in self.deployments:
+            if dep.id == dep_id:
+                return dep
+        raise KeyError(dep_id)
+
+    def candidates(self, model: str) -> tuple[tuple[DeploymentConfig, ...], str] | None:
+        """Deployments behind a model name (alias or deployment id) and the strategy to use.
+
+        Returns None when the name is neither an alias nor a deployment id.
+        """
+        alias = self.aliases.get(model)
+        if alias is not None:
+            return tuple(self.deployment(d) for d in alias.deployments), alias.strategy
+        for dep in self.deployments:
+            if dep.id == model:
+                return (dep,), "ordered"
+        return None
+
+
+class _PathError(ValueError):
+    """A semantic config error at a dotted path (turned into ConfigError by load_config)."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "<root>"
+
+
+def parse_config(document: Any, *, source: str = "<memory>") -> GatewayConfig:
+    """Validate a parsed YAML/dict document. Raises ConfigError(source, path, reason)."""
+    if not isinstance(document, dict):
+        raise ConfigError(source, "<root>", "expected a mapping at the top level")
+    try:
+        config = GatewayConfig.model_validate({**document, "source": source})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        ctx_error = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, _PathError):
+            raise ConfigError(source, ctx_error.path, ctx_error.reason) from None
+        raise ConfigError(source, _dotted(tuple(err["loc"])), err["msg"]) from None
+    return config
+
+
+def load_config(path: str | os.PathLike[str]) -> GatewayConfig:
+    """Read and validate a gateway.yaml file.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or fails validation; the message names
+            the file, the dotted path inside it (``deployments.2.price.input_per_mtok``) and
+            the reason.
+    """
+    file = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(file, "<file>", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "<yaml>"
+        raise ConfigError(file, where, f"not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    return parse_config(document, source=file)

@@ -1,0 +1,148 @@
+"""Typed values that flow through the request pipeline, stage to stage.
+
+authenticate → :class:`Principal`; classify → :class:`Classification`; decide →
+:class:`Decision`; execute → :class:`Attempt` list; all carried by :class:`RequestContext`,
+which the audit stage turns into one record. No stage reaches back into an earlier one.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Attempt",
+    "Classification",
+    "DataLevel",
+    "Decision",
+    "Principal",
+    "RequestContext",
+]
+
+
+class DataLevel(enum.IntEnum):
+    """Data classification levels, ordered: public < internal < confidential < restricted."""
+
+    PUBLIC = 0
+    INTERNAL = 1
+    CONFIDENTIAL = 2
+    RESTRICTED = 3
+
+    @property
+    def label(self) -> str:
+        """The lowercase wire name (``"confidential"``)."""
+        return self.name.lower()
+
+    @classmethod
+    def parse(cls, value: str) -> DataLevel:
+        """Parse a wire name (case-insensitive). Raises ValueError for anything else."""
+        try:
+            return cls[value.strip().upper()]
+        except KeyError:
+            names = ", ".join(level.label for level in cls)
+            raise ValueError(f"unknown data level {value!r}; expected one of {names}") from None
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: resolved from the API key. ``key_id`` is an id, never the key."""
+
+    tenant: str
+    key_id: str
+    roles: tuple[str, ...]
+    home_region: str
+
+    def policy_view(self) -> dict[str, Any]:
+        """The ``input.principal`` object of the policy contract."""
+        return {
+            "tenant": self.tenant,
+            "key_id": self.key_id,
+            "roles": list(self.roles),
+            "home_region": self.home_region,
+        }
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Result of the classify stage.
+
+    ``level`` = max(tenant floor, detected, declared): a declaration may raise, never lower.
+    ``labels`` are dotted label names (``pii.email``); never the matched values.
+    """
+
+    level: DataLevel
+    detected: DataLevel
+    declared: DataLevel | None
+    labels: tuple[str, ...] = ()
+    detector_error: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A well-formed policy decision (``data.gateway.routing.decision``).
+
+    ``eligible`` lists deployment ids in policy order; ``excluded`` maps id → reasons
+    (sentences an auditor can read). ``revision`` is the sha256 of the policy bundle.
+    """
+
+    allow: bool
+    eligible: tuple[str, ...]
+    excluded: dict[str, list[str]]
+    obligations: dict[str, Any]
+    reasons: tuple[str, ...]
+    engine: str
+    revision: str
+    eval_ms: float
+
+
+@dataclass
+class Attempt:
+    """One upstream try: deployment id, outcome (``ok``/``error``/``partial``), latency ms."""
+
+    deployment: str
+    outcome: str
+    latency_ms: float
+    status: int | None = None
+    error: str | None = None
+
+    def as_record(self) -> dict[str, Any]:
+        """JSON form for the audit record."""
+        return {
+            "deployment": self.deployment,
+            "outcome": self.outcome,
+            "latency_ms": round(self.latency_ms, 1),
+            "status": self.status,
+            "error": self.error,
+        }
+
+
+@dataclass
+class RequestContext:
+    """Everything the pipeline learned about one request; the audit stage records it."""
+
+    endpoint: str
+    request_id: str = field(default_factory=lambda: f"req_{uuid.uuid4().hex}")
+    started: float = field(default_factory=time.perf_counter)
+    created_at: float = field(default_factory=time.time)
+    principal: Principal | None = None
+    requested_model: str | None = None
+    classification: Classification | None = None
+    decision: Decision | None = None
+    chosen: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    status: str = "pending"
+    http_status: int | None = None
+    error: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    tokens_estimated: bool = False
+    cost_usd: float | None = None
+    stream: bool = False
+    audit_written: bool = False
+
+    def elapsed_ms(self) -> float:
+        """Milliseconds since the request arrived."""
+        return (time.perf_counter() - self.started) * 1000.0

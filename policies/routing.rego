@@ -1,0 +1,119 @@
+# METADATA
+# title: Sovereign Gateway routing policy
+# description: >-
+#   Decides which deployments may receive a request, by data residency (level x locality x
+#   jurisdiction), data handling (retention, training), capability and context window.
+#   Entrypoint data.gateway.routing.decision is always an object; anything else means deny.
+package gateway.routing
+
+level_rank := {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
+
+# The residency rule the tenant set for this request's data level (undefined if none).
+rule := input.tenant.allowed[input.data.level]
+
+# METADATA
+# title: No residency rule for the data level
+# custom:
+#   short_name: no_rule_for_level
+exclusion contains [d.id, msg] if {
+	some d in input.deployments
+	not input.tenant.allowed[input.data.level]
+	msg := sprintf("tenant %s has no residency rule for %s data, so nothing may receive it", [input.principal.tenant, input.data.level])
+}
+
+# METADATA
+# title: Locality not allowed for the data level
+# custom:
+#   short_name: locality_not_allowed
+exclusion contains [d.id, msg] if {
+	some d in input.deployments
+	not rule.any
+	rule.locality
+	not d.locality in rule.locality
+	msg := sprintf("locality %s is not allowed for %s data (allowed: %v)", [d.locality, input.data.level, rule.locality])
+}
+
+# METADATA
+# title: Jurisdiction not allowed for the data level
+# custom:
+#   short_name: jurisdiction_not_allowed
+exclusion contains [d.id, msg] if {
+	some d in input.deployments
+	not rule.any
+	rule.jurisdictions
+	not d.jurisdiction in rule.jurisdictions
+	msg := sprintf("jurisdiction %s is not allowed for %s data (allowed: %v)", [d.jurisdiction, input.data.level, rule.jurisdictions])
+}
+
+# METADATA
+# title: Provider trains on data
+# custom:
+#   short_name: trains_on_data
+exclusion contains [d.id, msg] if {
+	some d in input.deployments
+	d.trains_on_data
+	level_rank[input.data.level] >= level_rank.internal
+	msg := sprintf("deployment trains on submitted data, which is not allowed for %s data", [input.data.level])
+}
+
+# METADATA
+# title: Provider retains data
+# custom:
+#   short_name: retains_data
+exclusion contains [d.id, msg] if {
+	some d in input.deployments
+	d.retains_data
+	level_rank[input.data.level] >= level_rank.confidential
+	msg := sprintf("deployment retains submitted data, which is not allowed for %s data", [input.data.level])
+}
+
+# METADATA
+# title: Missing capability
+# custom:
+#   short_name: missing_capability
+exclusion contains [d.id, msg] if {
+	some d in input.deployments
+	some need in input.request.needs
+	not need in d.capabilities
+	msg := sprintf("deployment lacks the required capability %s", [need])
+}
+
+# METADATA
+# title: Context window too small
+# custom:
+#   short_name: context_window
+exclusion contains [d.id, msg] if {
+	some d in input.deployments
+	total := input.request.est_input_tokens + input.request.max_output_tokens
+	total > d.context_window
+	msg := sprintf("context window of %d tokens is smaller than the request's estimated %d tokens", [d.context_window, total])
+}
+
+# METADATA
+# title: Deployment unhealthy
+# custom:
+#   short_name: unhealthy
+exclusion contains [d.id, "deployment is unhealthy or not configured (e.g. its API key is not set)"] if {
+	some d in input.deployments
+	d.healthy == false
+}
+
+excluded := {id: reasons |
+	some [id, _] in exclusion
+	reasons := sort([msg | some [id2, msg] in exclusion; id2 == id])
+}
+
+# Eligible deployments, in the order the gateway listed them.
+eligible := [d.id | some d in input.deployments; not excluded[d.id]]
+
+reasons := ["no deployment is eligible for this request"] if {
+	count(eligible) == 0
+} else := [sprintf("%d of %d deployments eligible for %s data", [count(eligible), count(input.deployments), input.data.level])]
+
+decision := {
+	"allow": count(eligible) > 0,
+	"eligible": eligible,
+	"excluded": excluded,
+	"obligations": {},
+	"reasons": reasons,
+}

@@ -1,0 +1,241 @@
+"""Shared fixtures: real provider simulators, a real llama.cpp server with SmolLM2, the
+gateway under uvicorn on loopback with a migrated SQLite audit database — and the invariant
+check that every request sent to the gateway left exactly one audit record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+import httpx
+import pytest
+
+from gateway.audit.store import AuditStore
+from gateway.cli import migrate_database
+from gateway.config import Settings, parse_config
+from gateway.localmodel import SMOLLM2_ALIAS, start_llama_server, wait_ready
+from gateway.main import create_app
+from tests.support.provider_sim import ProviderSimulator
+from tests.support.servers import ThreadedServer, free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+APP_KEY = "sk-test-acme-app"
+AUDITOR_KEY = "sk-test-acme-auditor"
+OTHER_TENANT_KEY = "sk-test-globex-app"
+
+
+@pytest.fixture(scope="session")
+def sim_a() -> Iterator[ProviderSimulator]:
+    """External provider simulator 'ext-cheap' (EU)."""
+    with ProviderSimulator(name="ext-cheap") as sim:
+        yield sim
+
+
+@pytest.fixture(scope="session")
+def sim_b() -> Iterator[ProviderSimulator]:
+    """External provider simulator 'ext-pricey' (US)."""
+    with ProviderSimulator(name="ext-pricey") as sim:
+        yield sim
+
+
+@pytest.fixture(autouse=True)
+def _reset_sims(request: pytest.FixtureRequest) -> Iterator[None]:
+    for name in ("sim_a", "sim_b"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name).reset()
+    yield
+
+
+@pytest.fixture(scope="session")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real llama.cpp server with the SmolLM2-135M-Instruct GGUF; yields its /v1 base URL."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("llama") / "llama-server.log"
+    proc = start_llama_server(port, log=log)
+    base = f"http://127.0.0.1:{port}/v1"
+    try:
+        wait_ready(base, process=proc, timeout_s=180)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except Exception:
+            proc.kill()
+
+
+def _hash(key: str) -> str:
+    from gateway.auth import hash_key
+
+    return hash_key(key)
+
+
+def make_config(*, sim_a_url: str, sim_b_url: str, llama_url: str) -> dict[str, Any]:
+    """The test gateway.yaml as a dict: one local model, two external simulators."""
+    ext = {
+        "adapter": "openai_compat",
+        "locality": "external",
+        "retains_data": False,
+        "trains_on_data": False,
+        "capabilities": ["stream", "tools"],
+        "context_window": 128000,
+        "timeout_s": 5,
+    }
+    return {
+        "policy": {"path": str(ROOT / "policies"), "timeout_ms": 2000},
+        "deployments": [
+            {
+                "id": "local-smollm2",
+                "adapter": "openai_compat",
+                "model": SMOLLM2_ALIAS,
+                "api_base": llama_url,
+                "locality": "local",
+                "jurisdiction": "EU",
+                "region": "eu-central-dc1",
+                "capabilities": ["stream"],
+                "context_window": 2048,
+                # amortised on-prem cost, deliberately above ext-cheap so cost routing is visible
+                "price": {"input_per_mtok": 2.0, "output_per_mtok": 4.0},
+                "timeout_s": 120,
+            },
+            {
+                **ext,
+                "id": "ext-cheap",
+                "model": "cheap-model",
+                "api_base": sim_a_url,
+                "jurisdiction": "EU",
+                "region": "eu-west",
+                "price": {"input_per_mtok": 0.1, "output_per_mtok": 0.2},
+            },
+            {
+                **ext,
+                "id": "ext-pricey",
+                "model": "pricey-model",
+                "api_base": sim_b_url,
+                "jurisdiction": "US",
+                "region": "us-east",
+                "price": {"input_per_mtok": 5.0, "output_per_mtok": 15.0},
+            },
+        ],
+        "aliases": {
+            "auto": {"strategy": "cost", "deployments": ["local-smollm2", "ext-pricey", "ext-cheap"]},
+            "external": {"strategy": "cost", "deployments": ["ext-pricey", "ext-cheap"]},
+            "ordered": {"strategy": "ordered", "deployments": ["ext-pricey", "ext-cheap", "local-smollm2"]},
+        },
+        "tenants": {
+            "acme-eu": {
+                "home_region": "eu",
+                "default_level": "public",
+                "allowed": {
+                    "public": {"any": True},
+                    "internal": {"jurisdictions": ["EU"]},
+                    "confidential": {"locality": ["local"]},
+                    "restricted": {"locality": ["local"]},
+                },
+            },
+            "globex-us": {
+                "home_region": "us",
+                "default_level": "internal",
+                "allowed": {"public": {"any": True}, "internal": {"jurisdictions": ["US"]}},
+            },
+        },
+        "keys": [
+            {"id": "k_app", "hash": _hash(APP_KEY), "tenant": "acme-eu", "roles": ["app"]},
+            {"id": "k_auditor", "hash": _hash(AUDITOR_KEY), "tenant": "acme-eu", "roles": ["auditor"]},
+            {"id": "k_globex", "hash": _hash(OTHER_TENANT_KEY), "tenant": "globex-us", "roles": ["app"]},
+        ],
+    }
+
+
+class GatewayUnderTest:
+    """A running gateway plus an HTTP client that counts every request it sends."""
+
+    def __init__(self, server: ThreadedServer, audit_url: str) -> None:
+        self.server = server
+        self.url = server.url
+        self.audit_url = audit_url
+        self.sent = 0
+        self.client = httpx.Client(base_url=server.url, timeout=180, event_hooks={"request": [self._count]})
+
+    def _count(self, request: httpx.Request) -> None:
+        if request.method != "GET":
+            self.sent += 1
+
+    def post(
+        self, path: str, *, key: str | None = APP_KEY, headers: dict[str, str] | None = None, **kwargs: Any
+    ) -> httpx.Response:
+        """POST with the app key (or ``key``) as Bearer."""
+        hdrs = dict(headers or {})
+        if key is not None:
+            hdrs["authorization"] = f"Bearer {key}"
+        return self.client.post(path, headers=hdrs, **kwargs)
+
+    def records(self, **filters: Any) -> list[dict[str, Any]]:
+        """Audit records straight from the database, newest first."""
+        return asyncio.run(_records(self.audit_url, **filters))
+
+    def record(self, request_id: str) -> dict[str, Any]:
+        """The one audit record of a request (asserts there is exactly one)."""
+        found = [r for r in self.records(limit=10_000) if r["request_id"] == request_id]
+        assert len(found) == 1, f"expected one audit record for {request_id}, found {len(found)}"
+        return found[0]
+
+
+async def _records(url: str, **filters: Any) -> list[dict[str, Any]]:
+    store = AuditStore.from_url(url)
+    try:
+        return await store.list(**filters)
+    finally:
+        await store.aclose()
+
+
+async def _count(url: str) -> int:
+    store = AuditStore.from_url(url)
+    try:
+        return await store.count()
+    finally:
+        await store.aclose()
+
+
+@pytest.fixture(scope="module")
+def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[dict[str, Any]], GatewayUnderTest]]:
+    """Factory: start a gateway for a config dict on a fresh migrated SQLite audit database.
+
+    At module end, checks the invariant: requests sent == audit records written.
+    """
+    started: list[GatewayUnderTest] = []
+
+    def start(document: dict[str, Any]) -> GatewayUnderTest:
+        db = tmp_path_factory.mktemp("audit") / "audit.db"
+        audit_url = f"sqlite+aiosqlite:///{db}"
+        migrate_database(audit_url)
+        config = parse_config(copy.deepcopy(document), source="test-gateway.yaml")
+        app = create_app(config, Settings(audit_url=audit_url))
+        gut = GatewayUnderTest(ThreadedServer(app).start(), audit_url)
+        started.append(gut)
+        return gut
+
+    yield start
+    for gut in started:
+        gut.client.close()
+        gut.server.stop()
+        written = asyncio.run(_count(gut.audit_url))
+        assert written == gut.sent, f"requests sent ({gut.sent}) != audit records written ({written})"
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    start_gateway: Callable[[dict[str, Any]], GatewayUnderTest],
+    sim_a: ProviderSimulator,
+    sim_b: ProviderSimulator,
+    llama: str,
+) -> GatewayUnderTest:
+    """The standard test gateway (local SmolLM2 + two external simulators)."""
+    return start_gateway(make_config(sim_a_url=sim_a.base_url, sim_b_url=sim_b.base_url, llama_url=llama))

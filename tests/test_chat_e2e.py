@@ -1,0 +1,277 @@
+"""End to end through the real HTTP API: real SmolLM2 via llama.cpp, external provider
+simulators, real Rego policy, real SQLite audit database."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.conftest import APP_KEY, OTHER_TENANT_KEY, GatewayUnderTest
+from tests.support.provider_sim import ProviderSimulator
+
+CHAT = "/v1/chat/completions"
+
+
+def body(model: str = "auto", content: str = "Say hello in one short sentence.", **extra: Any) -> dict[str, Any]:
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+def sse_events(text: str) -> list[str]:
+    return [line[len("data: ") :] for line in text.splitlines() if line.startswith("data: ")]
+
+
+def test_confidential_request_is_answered_by_local_model_and_never_reaches_external(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator, sim_b: ProviderSimulator
+) -> None:
+    r = gateway.post(CHAT, json=body(max_tokens=24, temperature=0), headers={"x-data-classification": "confidential"})
+    assert r.status_code == 200, r.text
+    data = r.json()
+    text = data["choices"][0]["message"]["content"]
+    assert isinstance(text, str) and text.strip(), "the real model generated no text"
+    assert "simulated reply" not in text
+    assert r.headers["x-gateway-deployment"] == "local-smollm2"
+    assert data["usage"]["completion_tokens"] > 0
+    assert sim_a.requests == [] and sim_b.requests == []
+    rec = gateway.record(r.headers["x-request-id"])
+    assert rec["data_level"] == "confidential" and rec["declared_level"] == "confidential"
+    assert rec["decision"] == "allow" and rec["eligible"] == ["local-smollm2"]
+    assert set(rec["excluded"]) == {"ext-pricey", "ext-cheap"}
+    assert any("locality external is not allowed for confidential data" in m for m in rec["excluded"]["ext-cheap"])
+    assert rec["chosen_deployment"] == "local-smollm2" and rec["status"] == "ok"
+    assert rec["policy_revision"].startswith("sha256:") and rec["policy_engine"] == "embedded"
+    assert rec["prompt_tokens"] > 0 and rec["completion_tokens"] > 0
+    assert rec["key_id"] == "k_app" and APP_KEY not in json.dumps(rec)
+
+
+def test_public_request_goes_to_cheapest_eligible(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator, sim_b: ProviderSimulator
+) -> None:
+    r = gateway.post(CHAT, json=body(max_tokens=16))
+    assert r.status_code == 200, r.text
+    assert r.headers["x-gateway-deployment"] == "ext-cheap"
+    assert r.json()["choices"][0]["message"]["content"].startswith("simulated reply from ext-cheap")
+    assert len(sim_a.requests) == 1 and sim_b.requests == []
+    assert sim_a.requests[0].json["model"] == "cheap-model"
+    rec = gateway.record(r.headers["x-request-id"])
+    assert rec["eligible"] == ["local-smollm2", "ext-pricey", "ext-cheap"]
+    assert rec["cost_usd"] > 0 and rec["tokens_estimated"] is False
+
+
+def test_cheapest_answers_503_then_next_eligible_serves_and_both_attempts_are_recorded(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator, sim_b: ProviderSimulator
+) -> None:
+    sim_a.behave(status=503, times=1)
+    r = gateway.post(CHAT, json=body("external"))
+    assert r.status_code == 200, r.text
+    assert r.headers["x-gateway-deployment"] == "ext-pricey"
+    assert len(sim_a.requests) == 1 and len(sim_b.requests) == 1
+    rec = gateway.record(r.headers["x-request-id"])
+    attempts = [(a["deployment"], a["outcome"], a["status"]) for a in rec["attempts"]]
+    assert attempts == [("ext-cheap", "error", 503), ("ext-pricey", "ok", 200)]
+    assert all(a["latency_ms"] >= 0 for a in rec["attempts"])
+    assert rec["chosen_deployment"] == "ext-pricey" and rec["status"] == "ok"
+
+
+def test_fallback_never_leaves_the_eligible_set(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator, sim_b: ProviderSimulator
+) -> None:
+    # internal data may only go to EU: ext-cheap (EU) is eligible, ext-pricey (US) is not.
+    sim_a.behave(status=503)
+    r = gateway.post(CHAT, json=body("external"), headers={"x-data-classification": "internal"})
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["type"] == "upstream_error"
+    assert "ext-cheap" in r.json()["error"]["message"]
+    assert sim_b.requests == [], "a deployment outside 'eligible' was called on fallback"
+    rec = gateway.record(r.headers["x-request-id"])
+    assert rec["eligible"] == ["ext-cheap"] and rec["status"] == "upstream_error"
+    assert "jurisdiction US is not allowed for internal data" in rec["excluded"]["ext-pricey"][0]
+
+
+def test_connection_closed_counts_as_failure_and_falls_over(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator, sim_b: ProviderSimulator
+) -> None:
+    sim_a.behave(close_connection=True)
+    r = gateway.post(CHAT, json=body("external"))
+    assert r.status_code == 200 and r.headers["x-gateway-deployment"] == "ext-pricey"
+    rec = gateway.record(r.headers["x-request-id"])
+    assert rec["attempts"][0]["error"].startswith("connect_error")
+
+
+def test_upstream_client_error_is_returned_not_retried_elsewhere(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator, sim_b: ProviderSimulator
+) -> None:
+    sim_a.behave(status=422, body={"message": "rejected"})
+    r = gateway.post(CHAT, json=body("external"))
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert "rejected" in err["message"] and err["type"] == "upstream_error"
+    assert sim_b.requests == []
+    assert gateway.record(r.headers["x-request-id"])["status"] == "upstream_error"
+
+
+def test_nothing_eligible_is_403_with_reasons_no_upstream_call_and_a_denial_record(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator, sim_b: ProviderSimulator
+) -> None:
+    r = gateway.post(CHAT, json=body("external"), headers={"x-data-classification": "confidential"})
+    assert r.status_code == 403, r.text
+    err = r.json()["error"]
+    assert err["type"] == "permission_error" and err["code"] == "policy_denied"
+    assert any("locality external is not allowed for confidential data" in x for x in err["reasons"])
+    assert sim_a.requests == [] and sim_b.requests == []
+    rec = gateway.record(r.headers["x-request-id"])
+    assert rec["decision"] == "deny" and rec["status"] == "denied" and rec["http_status"] == 403
+    assert rec["chosen_deployment"] is None and rec["attempts"] == []
+    assert set(rec["excluded"]) == {"ext-pricey", "ext-cheap"}
+
+
+def test_declared_level_cannot_lower_the_tenant_floor(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator, sim_b: ProviderSimulator
+) -> None:
+    # globex-us's floor is internal (US only): declaring "public" does not lower it.
+    r = gateway.post(CHAT, key=OTHER_TENANT_KEY, json=body("external"), headers={"x-data-classification": "public"})
+    assert r.status_code == 200 and r.headers["x-gateway-deployment"] == "ext-pricey"
+    rec = gateway.record(r.headers["x-request-id"])
+    assert rec["data_level"] == "internal" and rec["declared_level"] == "public"
+    assert rec["tenant"] == "globex-us" and rec["eligible"] == ["ext-pricey"]
+    assert sim_a.requests == []
+
+
+def test_declared_level_raises(gateway: GatewayUnderTest, sim_a: ProviderSimulator) -> None:
+    r = gateway.post(CHAT, json=body("auto", max_tokens=8), headers={"x-data-classification": "restricted"})
+    assert r.status_code == 200 and r.headers["x-gateway-deployment"] == "local-smollm2"
+    assert gateway.record(r.headers["x-request-id"])["data_level"] == "restricted"
+    assert sim_a.requests == []
+
+
+def test_stream_matches_non_stream_text_ends_with_done_and_records_tokens(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator
+) -> None:
+    req = body("local-smollm2", "Name three colors.", max_tokens=24, temperature=0, seed=7)
+    plain = gateway.post(CHAT, json=req)
+    assert plain.status_code == 200, plain.text
+    expected = plain.json()["choices"][0]["message"]["content"]
+
+    streamed = gateway.post(CHAT, json={**req, "stream": True, "stream_options": {"include_usage": True}})
+    assert streamed.status_code == 200
+    assert streamed.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(streamed.text)
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    text = "".join((c["choices"][0]["delta"].get("content") or "") for c in chunks if c.get("choices"))
+    assert text == expected
+    assert any(c.get("usage") for c in chunks), "include_usage asked for a usage chunk"
+    rec = gateway.record(streamed.headers["x-request-id"])
+    assert rec["stream"] is True and rec["status"] == "ok"
+    assert rec["prompt_tokens"] > 0 and rec["completion_tokens"] > 0
+    assert sim_a.requests == []
+
+
+def test_stream_without_include_usage_sends_no_usage_chunk_but_records_tokens(gateway: GatewayUnderTest) -> None:
+    r = gateway.post(CHAT, json=body("external", stream=True))
+    events = sse_events(r.text)
+    assert events[-1] == "[DONE]"
+    assert not any(json.loads(e).get("usage") for e in events[:-1])
+    rec = gateway.record(r.headers["x-request-id"])
+    assert rec["completion_tokens"] > 0 and rec["status"] == "ok"
+
+
+def test_stream_failure_before_first_byte_falls_over(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator, sim_b: ProviderSimulator
+) -> None:
+    sim_a.behave(close_connection=True)
+    r = gateway.post(CHAT, json=body("external", stream=True))
+    assert r.status_code == 200 and r.headers["x-gateway-deployment"] == "ext-pricey"
+    assert sse_events(r.text)[-1] == "[DONE]"
+    rec = gateway.record(r.headers["x-request-id"])
+    assert [a["deployment"] for a in rec["attempts"]] == ["ext-cheap", "ext-pricey"]
+
+
+def test_stream_cut_mid_answer_ends_with_error_event_and_partial_record(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator, sim_b: ProviderSimulator
+) -> None:
+    sim_a.behave(stream_cut_after=3)
+    r = gateway.post(CHAT, json=body("external", "one two three four five six seven", stream=True))
+    events = sse_events(r.text)
+    assert "[DONE]" not in events
+    last = json.loads(events[-1])
+    assert last["error"]["code"] == "stream_interrupted"
+    assert not any(
+        c.get("choices") and c["choices"][0].get("finish_reason") == "stop" for c in map(json.loads, events[:-1])
+    )
+    assert sim_b.requests == [], "no fallback after the first byte"
+    rec = gateway.record(r.headers["x-request-id"])
+    assert rec["status"] == "partial" and rec["completion_tokens"] >= 3
+
+
+def test_missing_and_wrong_api_key_are_401_and_recorded(gateway: GatewayUnderTest, sim_a: ProviderSimulator) -> None:
+    before = len(gateway.records(limit=10_000))
+    missing = gateway.post(CHAT, key=None, json=body())
+    wrong = gateway.post(CHAT, key="sk-not-a-key", json=body())
+    for r in (missing, wrong):
+        assert r.status_code == 401
+        assert r.json()["error"]["type"] == "authentication_error"
+        rec = gateway.record(r.headers["x-request-id"])
+        assert rec["status"] == "unauthorized" and rec["tenant"] is None and rec["key_id"] is None
+    assert "sk-not-a-key" not in json.dumps(gateway.records(limit=10_000))
+    assert len(gateway.records(limit=10_000)) == before + 2
+    assert sim_a.requests == []
+
+
+def test_malformed_bodies_name_the_field_and_are_recorded(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator, sim_b: ProviderSimulator
+) -> None:
+    cases = [
+        (b'{"model": "auto"}', "messages"),
+        (b'{"model": "auto", "messages": null}', "messages"),
+        (b'{"model": "auto", "messages": [{"role": "user", "content": 12345}]}', "messages[0].content"),
+        (b'{"model": "auto", "messages": [{"role": "user", "content": "hi"}', "body"),
+        (b'{"model": "auto", "messages": [{"role": "wizard", "content": "hi"}]}', "messages[0].role"),
+        (b"[1, 2]", "body"),
+        (b"", "body"),
+    ]
+    for raw, param in cases:
+        r = gateway.post(CHAT, content=raw, headers={"content-type": "application/json"})
+        assert r.status_code in (400, 422), (raw, r.status_code, r.text)
+        err = r.json()["error"]
+        assert err["param"] == param, (raw, err)
+        assert err["type"] == "invalid_request_error"
+        assert "Traceback" not in r.text and "pydantic" not in r.text.lower()
+        rec = gateway.record(r.headers["x-request-id"])
+        assert rec["status"] == "invalid" and rec["tenant"] == "acme-eu"
+    assert sim_a.requests == [] and sim_b.requests == []
+
+
+def test_bad_classification_header_and_unknown_model_are_4xx(gateway: GatewayUnderTest) -> None:
+    r = gateway.post(CHAT, json=body(), headers={"x-data-classification": "secret-ish"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "x-data-classification"
+    r = gateway.post(CHAT, json=body("no-such-model"))
+    assert r.status_code == 404 and r.json()["error"]["param"] == "model"
+    assert r.json()["error"]["code"] == "model_not_found"
+
+
+def test_oversized_body_is_413(gateway: GatewayUnderTest) -> None:
+    big = b'{"model": "auto", "messages": [{"role": "user", "content": "' + b"x" * 1_100_000 + b'"}]}'
+    r = gateway.post(CHAT, content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and "1048576" in r.json()["error"]["message"]
+    assert gateway.record(r.headers["x-request-id"])["status"] == "invalid"
+
+
+def test_model_named_in_url_is_ignored_or_rejected(gateway: GatewayUnderTest, sim_b: ProviderSimulator) -> None:
+    r = gateway.post(f"{CHAT}?model=ext-pricey", json=body("ext-cheap"))
+    assert r.status_code == 200 and r.headers["x-gateway-deployment"] == "ext-cheap"
+    r = gateway.post("/openai/deployments/ext-pricey/chat/completions", json=body("ext-cheap"))
+    assert r.status_code == 404
+    assert sim_b.requests == []
+
+
+def test_models_lists_aliases_and_deployments(gateway: GatewayUnderTest) -> None:
+    r = gateway.client.get("/v1/models", headers={"authorization": f"Bearer {APP_KEY}"})
+    ids = [m["id"] for m in r.json()["data"]]
+    assert ids[:3] == ["auto", "external", "ordered"] and "local-smollm2" in ids
+    assert gateway.client.get("/v1/models").status_code == 401
+
+
+def test_healthz(gateway: GatewayUnderTest) -> None:
+    r = gateway.client.get("/healthz")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+    assert r.json()["policy_revision"].startswith("sha256:")
