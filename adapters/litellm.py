@@ -31,6 +31,7 @@ def import_litellm() -> Any:
     import litellm
 
     litellm.telemetry = False
+    litellm.suppress_debug_info = True
     return litellm
 
 
@@ -70,7 +71,7 @@ class LiteLLMAdapter:
             response = await self._litellm.acompletion(**self._kwargs(target, body))
         except Exception as exc:  # litellm raises many classes; all are mapped here
             raise _map_error(exc) from exc
-        data: dict[str, Any] = response.model_dump()
+        data: dict[str, Any] = response.model_dump(exclude_none=True)
         return data
 
     async def stream(self, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
