@@ -23,6 +23,7 @@ install: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway adapters tests
+	$(BIN)/mypy
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
