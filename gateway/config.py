@@ -121,6 +121,12 @@ class ResidencyRule(_Strict):
     locality: tuple[Literal["local", "external"], ...] | None = None
     jurisdictions: tuple[str, ...] | None = None
 
+    @model_validator(mode="after")
+    def _not_empty(self) -> ResidencyRule:
+        if not self.any and not self.locality and not self.jurisdictions:
+            raise ValueError("a residency rule needs any: true, a locality list or a jurisdictions list")
+        return self
+
 
 class TenantConfig(_Strict):
     """A tenant: home region, default (floor) data level and per-level residency rules."""

@@ -22,6 +22,20 @@ exclusion contains [d.id, msg] if {
 }
 
 # METADATA
+# title: Residency rule allows nothing
+# description: A rule that is not `any` and lists neither localities nor jurisdictions.
+# custom:
+#   short_name: empty_rule_for_level
+exclusion contains [d.id, msg] if {
+	some d in input.deployments
+	rule # defined: the tenant has a rule for this level (the no-rule case is handled above)
+	not rule.any
+	not rule.locality
+	not rule.jurisdictions
+	msg := sprintf("the residency rule for %s data lists no allowed locality or jurisdiction", [input.data.level])
+}
+
+# METADATA
 # title: Locality not allowed for the data level
 # custom:
 #   short_name: locality_not_allowed

@@ -66,6 +66,11 @@ def test_example_config_is_valid() -> None:
             "tenants.acme-eu.allowed",
             "unknown data level",
         ),
+        (
+            lambda d: d["tenants"]["acme-eu"]["allowed"].update(restricted={}),
+            "tenants.acme-eu.allowed.restricted",
+            "a residency rule needs",
+        ),
         (lambda d: d.pop("tenants"), "tenants", "Field required"),
     ],
 )

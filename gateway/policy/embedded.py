@@ -34,7 +34,8 @@ __all__ = ["EmbeddedEngine", "PolicyLoadError", "check_bundle"]
 
 _REGO_KEYWORDS = frozenset({"if", "in", "not", "some", "every", "contains", "else", "with", "as", "default"})
 _CALL = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\(")
-_DEF = re.compile(r"^\s*([A-Za-z_]\w*)\s*\(", re.MULTILINE)
+# A function definition: `name(args) :=`, `name(args) = `, `name(args) if`, `name(args) {`.
+_DEF = re.compile(r"^([A-Za-z_]\w*)\([^)\n]*\)\s*(?::=|=(?!=)|if\b|\{)", re.MULTILINE)
 _STRINGS_AND_COMMENTS = re.compile(r'"(?:\\.|[^"\\])*"|`[^`]*`|#[^\n]*')
 
 
@@ -67,6 +68,8 @@ def check_bundle(bundle: PolicyBundle) -> None:
         name
         for name in called
         if name not in defined
+        # a function of another module called through an import alias (`lib.f` for data.lib.f)
+        and not ("." in name and name.rsplit(".", 1)[1] in defined)
         and name not in _REGO_KEYWORDS
         and not name.startswith(("data.", "input."))
         and not rego.is_builtin(name)
@@ -122,11 +125,7 @@ class EmbeddedEngine:
         text = str(output)
         if text.strip() == "undefined":
             return None
-        try:
-            result = json.loads(text)
-        except ValueError:
-            # rego-cpp prints some strings unescaped; an unparseable result is not a decision.
-            return {"__malformed__": True}
+        result = json.loads(text)  # a ValueError here is an engine error: PolicyUnavailable
         expressions = result.get("expressions") if isinstance(result, dict) else None
         if not expressions:
             return None
@@ -151,8 +150,6 @@ class EmbeddedEngine:
             raise PolicyUnavailable(f"policy evaluation failed (denied): {exc}") from exc
         eval_ms = (time.perf_counter() - started) * 1000.0
         offered = [d["id"] for d in policy_input.get("deployments", [])]
-        if isinstance(raw, dict) and raw.get("__malformed__"):
-            raw = "unparseable engine output"
         return parse_decision(raw, offered=offered, engine=self.name, revision=self.revision, eval_ms=eval_ms)
 
     async def aclose(self) -> None:
