@@ -173,12 +173,12 @@ def audit_list(
             typer.echo(json.dumps(row, default=str))
         return
     table = Table(title=f"decision records (newest first, {len(rows)})")
-    for col in ("seq", "time", "tenant", "key", "model", "level", "decision", "deployment", "status", "tokens", "ms"):
+    for col in ("id", "time", "tenant", "key", "model", "level", "decision", "deployment", "status", "tokens", "ms"):
         table.add_column(col)
     for r in rows:
         tokens = "" if r["prompt_tokens"] is None else f"{r['prompt_tokens']}+{r['completion_tokens']}"
         table.add_row(
-            str(r["seq"]), r["created_at"][:19], r["tenant"] or "", r["key_id"] or "", r["requested_model"] or "",
+            str(r["id"]), r["created_at"][:19], r["tenant"] or "", r["key_id"] or "", r["requested_model"] or "",
             r["data_level"] or "", r["decision"] or "", r["chosen_deployment"] or "", r["status"], tokens,
             f"{r['latency_ms']:.0f}" if r["latency_ms"] is not None else "",
         )  # fmt: skip
@@ -186,6 +186,90 @@ def audit_list(
     if not console.is_terminal:
         console = Console(width=200)
     console.print(table)
+
+
+def _public_keys(paths: list[Path] | None, config: GatewayConfig | None) -> list[Any]:
+    """Public keys from PEM files, else from the configured signing key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    from gateway.audit.ledger import Signer
+
+    keys: list[Any] = []
+    for path in paths or []:
+        key = load_pem_public_key(path.read_bytes())
+        if not isinstance(key, Ed25519PublicKey):
+            err.print(f"[bold red]error[/]: {path} is not an Ed25519 public key")
+            raise typer.Exit(2)
+        keys.append(key)
+    if not keys and config is not None:
+        keys.append(Signer.from_file(Path(config.audit.signing_key_file), create=False).public_key)
+    return keys
+
+
+@audit_app.command("verify")
+def audit_verify(
+    config: ConfigOpt = Path("gateway.yaml"),
+    export: Annotated[Path | None, typer.Option(help="verify this JSONL export instead of the database")] = None,
+    public_key: Annotated[list[Path] | None, typer.Option(help="PEM Ed25519 public key (repeatable)")] = None,
+) -> None:
+    """Verify the hash chains and signed checkpoints; exit 1 naming the first bad seq."""
+    from gateway.audit.chainverify import verify
+    from gateway.audit.store import AuditStore
+
+    if export is not None:
+        keys = _public_keys(public_key, None if public_key else _load(config))
+        items = [json.loads(line) for line in export.read_text(encoding="utf-8").splitlines() if line.strip()]
+        cps = [i for i in items if i.get("type") == "checkpoint"]
+        report = verify([i for i in items if i.get("type") != "checkpoint"], cps, keys)
+    else:
+        cfg = _load(config)
+        keys = _public_keys(public_key, cfg)
+
+        async def run() -> Any:
+            store = AuditStore.from_url(_audit_url(cfg))
+            try:
+                return await store.verify(keys)
+            finally:
+                await store.aclose()
+
+        report = asyncio.run(run())
+    typer.echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@audit_app.command("export")
+def audit_export(
+    output: Annotated[Path, typer.Argument(help="JSONL file to write")],
+    config: ConfigOpt = Path("gateway.yaml"),
+) -> None:
+    """Export every entry and signed checkpoint as JSONL (verifiable with the public key only)."""
+    from gateway.audit.store import AuditStore
+
+    cfg = _load(config)
+
+    async def run() -> int:
+        store = AuditStore.from_url(_audit_url(cfg))
+        n = 0
+        try:
+            with output.open("w", encoding="utf-8") as fh:
+                async for item in store.export():
+                    fh.write(json.dumps(item, separators=(",", ":")) + "\n")
+                    n += 1
+        finally:
+            await store.aclose()
+        return n
+
+    typer.echo(f"wrote {asyncio.run(run())} lines to {output}")
+
+
+@audit_app.command("public-key")
+def audit_public_key(config: ConfigOpt = Path("gateway.yaml")) -> None:
+    """Print the checkpoint signing public key (PEM) for auditors."""
+    from gateway.audit.ledger import Signer
+
+    typer.echo(Signer.from_file(Path(_load(config).audit.signing_key_file), create=False).public_pem(), nl=False)
 
 
 @keys_app.command("create")

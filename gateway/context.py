@@ -141,7 +141,6 @@ class RequestContext:
     tokens_estimated: bool = False
     cost_usd: float | None = None
     stream: bool = False
-    audit_written: bool = False
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the request arrived."""

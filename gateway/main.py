@@ -22,6 +22,7 @@ from adapters import create_adapter
 from gateway.api import audit as audit_routes
 from gateway.api import openai as openai_routes
 from gateway.api.errors import install_error_handlers
+from gateway.audit.ledger import Signer
 from gateway.audit.store import AuditStore
 from gateway.auth import KeyRing
 from gateway.classify import Classifier
@@ -45,6 +46,10 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         engine = EmbeddedEngine(bundle, timeout_ms=config.policy.timeout_ms)
     except (OSError, ValueError, PolicyLoadError) as exc:
         raise ConfigError(config.source, "policy.path", str(exc)) from exc
+    try:
+        signer = Signer.from_file(Path(config.audit.signing_key_file))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(config.source, "audit.signing_key_file", str(exc)) from exc
     kinds = sorted({d.adapter for d in config.deployments})
     adapters = {kind: create_adapter(kind) for kind in kinds}
     return Gateway(
@@ -53,7 +58,12 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         classifier=Classifier(),
         engine=engine,
         executor=Executor(adapters),
-        audit=AuditStore.from_url(audit_url or config.audit.url),
+        audit=AuditStore.from_url(
+            audit_url or config.audit.url,
+            signer,
+            checkpoint_every=config.audit.checkpoint_every,
+            checkpoint_interval_s=config.audit.checkpoint_interval_s,
+        ),
     )
 
 

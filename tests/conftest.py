@@ -224,7 +224,10 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
             audit_url = f"sqlite+aiosqlite:///{db}"
         if migrate:
             migrate_database(audit_url)
-        config = parse_config(copy.deepcopy(document), source="test-gateway.yaml")
+        document = copy.deepcopy(document)
+        audit = document.setdefault("audit", {})
+        audit.setdefault("signing_key_file", str(tmp_path_factory.mktemp("keys") / "audit-signing-key.pem"))
+        config = parse_config(document, source="test-gateway.yaml")
         app = create_app(config, Settings(audit_url=audit_url))
         gut = GatewayUnderTest(ThreadedServer(app).start(), audit_url)
         started.append((gut, check_invariant))

@@ -25,7 +25,7 @@ def test_auditor_lists_own_tenant_newest_first_with_cursor(gateway: GatewayUnder
     page = gateway.client.get("/v1/audit/decisions", params={"limit": 2}, headers=auth).json()
     assert _ids(page["data"]) == sent[::-1][:2]
     rest = gateway.client.get(
-        "/v1/audit/decisions", params={"limit": 2, "before_seq": page["next_before_seq"]}, headers=auth
+        "/v1/audit/decisions", params={"limit": 2, "before_id": page["next_before_id"]}, headers=auth
     ).json()
     assert _ids(rest["data"])[0] == sent[0]
     everything = gateway.client.get("/v1/audit/decisions", params={"limit": 500}, headers=auth).json()["data"]

@@ -8,8 +8,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import inspect
 
+from gateway.audit.ledger import Signer
 from gateway.audit.store import AuditStore, make_engine
 from gateway.cli import migrate_database
 from gateway.context import Attempt, Classification, DataLevel, Decision, Principal, RequestContext
@@ -55,18 +57,21 @@ def _ctx(tenant: str = "acme-eu", status: str = "pending") -> RequestContext:
     return ctx
 
 
+LEDGER_TABLES = {"audit_entries", "audit_checkpoints"}
+
+
 def test_migrations_upgrade_and_downgrade(db_url: str) -> None:
     migrate_database(db_url)
-    assert "audit_decisions" in asyncio.run(_tables(db_url))
+    assert asyncio.run(_tables(db_url)) >= LEDGER_TABLES
     migrate_database(db_url, "base", downgrade=True)
-    assert "audit_decisions" not in asyncio.run(_tables(db_url))
+    assert not LEDGER_TABLES & asyncio.run(_tables(db_url))
     migrate_database(db_url)
-    assert "audit_decisions" in asyncio.run(_tables(db_url))
+    assert asyncio.run(_tables(db_url)) >= LEDGER_TABLES
 
 
 async def test_decision_record_is_completed_in_place_and_filters_work(db_url: str) -> None:
     await asyncio.to_thread(migrate_database, db_url)
-    store = AuditStore.from_url(db_url)
+    store = AuditStore.from_url(db_url, Signer(Ed25519PrivateKey.generate()))
     try:
         ctx = _ctx()
         await store.record_decision(ctx)
@@ -80,6 +85,7 @@ async def test_decision_record_is_completed_in_place_and_filters_work(db_url: st
         await store.record_outcome(other)
 
         assert await store.count() == 2
+        assert (await store.verify(None)).ok
         [row] = await store.list(tenant="acme-eu")
         assert row["status"] == "ok" and row["chosen_deployment"] == "local"
         assert row["excluded"] == {"ext": ["jurisdiction US is not allowed"]}
@@ -89,7 +95,8 @@ async def test_decision_record_is_completed_in_place_and_filters_work(db_url: st
         assert [r["tenant"] for r in await store.list(status="denied")] == ["globex-us"]
         newest = await store.list(limit=1)
         assert newest[0]["tenant"] == "globex-us"
-        older = await store.list(before_seq=newest[0]["seq"])
+        older = await store.list(before_id=newest[0]["id"])
+        assert [r["seq"] for r in older] == [2]  # decision entry 1 superseded by its outcome entry 2
         assert [r["tenant"] for r in older] == ["acme-eu"]
     finally:
         await store.aclose()

@@ -20,15 +20,15 @@ async def list_decisions(
     gateway: GatewayDep,
     status: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    before_seq: Annotated[int | None, Query(ge=1)] = None,
+    before_id: Annotated[int | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
     """Decision records of the caller's tenant, newest first.
 
-    ``before_seq`` is the cursor: pass the response's ``next_before_seq`` for the next page.
+    ``before_id`` is the cursor: pass the response's ``next_before_id`` for the next page.
     Raises 401 without a key, 403 without the auditor role.
     """
     principal = gateway.keyring.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
     require_role(principal, "auditor")
-    rows = await gateway.audit.list(tenant=principal.tenant, status=status, limit=limit, before_seq=before_seq)
-    next_cursor = rows[-1]["seq"] if len(rows) == limit else None
-    return {"object": "list", "data": rows, "next_before_seq": next_cursor}
+    rows = await gateway.audit.list(tenant=principal.tenant, status=status, limit=limit, before_id=before_id)
+    next_cursor = rows[-1]["id"] if len(rows) == limit else None
+    return {"object": "list", "data": rows, "next_before_id": next_cursor}

@@ -1,58 +1,61 @@
-"""SQLAlchemy table of decision records (created by the Alembic migration, never by the app).
+"""SQLAlchemy tables of the audit ledger (created by the Alembic migration, never by the app).
 
-One row per request: who, what was asked, the data level, the policy's decision (revision,
-eligible, excluded with reasons), where it went (attempts), and how it ended (status, tokens,
-cost, latency). Never the API key, never prompt or completion text.
+``audit_entries``: the hash-chained, append-only entries. Each request has a ``decision``
+entry written before egress and an ``outcome`` entry afterwards (or only an ``outcome`` entry
+when it ended before a decision: unauthorized, invalid). ``body`` is the canonical JSON
+pre-image of ``record_hash``; the other columns are a queryable projection of it, checked
+against it on verify. ``audit_checkpoints``: Ed25519-signed chain heads.
+
+Never the API key, never prompt or completion text.
 """
 
 from __future__ import annotations
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
-    Boolean,
     Column,
     DateTime,
-    Float,
     Integer,
     MetaData,
     String,
     Table,
     Text,
+    UniqueConstraint,
 )
 
-__all__ = ["decisions", "metadata"]
+__all__ = ["checkpoints", "entries", "metadata"]
 
 metadata = MetaData()
 
-decisions = Table(
-    "audit_decisions",
+entries = Table(
+    "audit_entries",
     metadata,
-    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
-    Column("request_id", String(64), nullable=False, unique=True),
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("chain_id", String(96), nullable=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("request_id", String(64), nullable=False, index=True),
     Column("created_at", DateTime(timezone=True), nullable=False, index=True),
     Column("tenant", String(128), index=True),
-    Column("key_id", String(128)),
-    Column("endpoint", String(64), nullable=False),
-    Column("requested_model", String(256)),
-    Column("data_level", String(16)),
-    Column("declared_level", String(16)),
-    Column("labels", JSON, nullable=False),
-    Column("policy_engine", String(32)),
-    Column("policy_revision", String(80)),
-    Column("decision", String(8)),
-    Column("eligible", JSON, nullable=False),
-    Column("excluded", JSON, nullable=False),
-    Column("reasons", JSON, nullable=False),
-    Column("chosen_deployment", String(128)),
-    Column("attempts", JSON, nullable=False),
     Column("status", String(32), nullable=False, index=True),
-    Column("http_status", Integer),
-    Column("error", Text),
-    Column("stream", Boolean, nullable=False),
-    Column("prompt_tokens", Integer),
-    Column("completion_tokens", Integer),
-    Column("tokens_estimated", Boolean, nullable=False),
-    Column("cost_usd", Float),
-    Column("latency_ms", Float),
+    Column("data_level", String(16)),
+    Column("decision", String(8)),
+    Column("chosen_deployment", String(128)),
+    Column("prev_hash", String(64), nullable=False),
+    Column("record_hash", String(64), nullable=False),
+    Column("body", Text, nullable=False),
+    UniqueConstraint("chain_id", "seq", name="uq_audit_entries_chain_seq"),
+)
+
+checkpoints = Table(
+    "audit_checkpoints",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("chain_id", String(96), nullable=False, index=True),
+    Column("seq", BigInteger, nullable=False),
+    Column("head_hash", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("key_id", String(32), nullable=False),
+    Column("body", Text, nullable=False),
+    Column("signature", Text, nullable=False),
 )

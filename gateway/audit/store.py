@@ -1,28 +1,38 @@
-"""Audit store: writes one decision record per request through SQLAlchemy (async).
+"""Audit store: the request pipeline's interface to the ledger, plus queries, export, verify.
 
-Write-ahead: :meth:`AuditStore.record_decision` commits the record (status ``pending``)
-before any byte goes to a deployment; :meth:`AuditStore.record_outcome` completes the same
-row afterwards (or inserts it, for requests that ended before a decision: unauthorized,
-invalid). Any database failure raises AuditUnavailable, which the pipeline answers with 503
-and no egress. SQLite (WAL) is the embedded default; PostgreSQL uses the same table.
+Write-ahead: :meth:`AuditStore.record_decision` appends the request's ``decision`` entry and
+returns once it is committed — before any byte goes to a deployment; :meth:`record_outcome`
+appends the ``outcome`` entry (the full record: decision fields plus attempts, status, tokens,
+cost, latency) to the same chain, so the chain covers the outcome too. Requests that ended
+before a decision (unauthorized, invalid) have only an outcome entry. Any database failure
+raises AuditUnavailable: the pipeline answers 503 and sends nothing.
+
+Reading: one record per request — its outcome entry, or its decision entry with status
+``pending`` while (or if, after a crash) no outcome was written.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import event, func, insert, select, update
+from sqlalchemy import and_, event, exists, func, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from gateway.audit.models import decisions
+from gateway.audit.chainverify import Report, verify
+from gateway.audit.ledger import Ledger, Signer
+from gateway.audit.models import checkpoints, entries
 from gateway.context import RequestContext
 from gateway.errors import AuditUnavailable
 
-__all__ = ["AuditStore", "make_engine"]
+__all__ = ["AuditStore", "make_engine", "record_of"]
+
+_PROJECTED = ("tenant", "status", "data_level", "decision", "chosen_deployment")
 
 
 def make_engine(url: str) -> AsyncEngine:
@@ -44,13 +54,15 @@ def make_engine(url: str) -> AsyncEngine:
     return create_async_engine(url, pool_size=10, max_overflow=20, pool_pre_ping=True)
 
 
-def _row(ctx: RequestContext) -> dict[str, Any]:
+def record_of(ctx: RequestContext) -> dict[str, Any]:
+    """The audit record of a request (JSON-safe; no key, no prompt or completion text)."""
     principal = ctx.principal
     cls = ctx.classification
     dec = ctx.decision
+    reasons = list(dec.reasons) if dec else []
+    if cls is not None and cls.detector_error:
+        reasons.append(f"classifier error (treated as restricted): {cls.detector_error}")
     return {
-        "request_id": ctx.request_id,
-        "created_at": dt.datetime.fromtimestamp(ctx.created_at, tz=dt.UTC),
         "tenant": principal.tenant if principal else None,
         "key_id": principal.key_id if principal else None,
         "endpoint": ctx.endpoint,
@@ -63,8 +75,7 @@ def _row(ctx: RequestContext) -> dict[str, Any]:
         "decision": ("allow" if dec.allow else "deny") if dec else None,
         "eligible": list(dec.eligible) if dec else [],
         "excluded": dec.excluded if dec else {},
-        "reasons": (list(dec.reasons) if dec else [])
-        + ([f"classifier error (treated as restricted): {cls.detector_error}"] if cls and cls.detector_error else []),
+        "reasons": reasons,
         "chosen_deployment": ctx.chosen,
         "attempts": [a.as_record() for a in ctx.attempts],
         "status": ctx.status,
@@ -79,46 +90,73 @@ def _row(ctx: RequestContext) -> dict[str, Any]:
     }
 
 
-class AuditStore:
-    """Decision records in one table; see the module docstring for the write protocol."""
+def _created(ctx: RequestContext) -> dt.datetime:
+    return dt.datetime.fromtimestamp(ctx.created_at, tz=dt.UTC)
 
-    def __init__(self, engine: AsyncEngine) -> None:
+
+def _entry_dict(row: Any) -> dict[str, Any]:
+    return {
+        "type": "entry",
+        "chain_id": row.chain_id,
+        "seq": int(row.seq),
+        "kind": row.kind,
+        "request_id": row.request_id,
+        "prev_hash": row.prev_hash,
+        "record_hash": row.record_hash,
+        "body": row.body,
+    }
+
+
+def _checkpoint_dict(row: Any) -> dict[str, Any]:
+    return {
+        "type": "checkpoint",
+        "chain_id": row.chain_id,
+        "seq": int(row.seq),
+        "head_hash": row.head_hash,
+        "key_id": row.key_id,
+        "body": row.body,
+        "signature": row.signature,
+    }
+
+
+class AuditStore:
+    """Decision records on SQLite or PostgreSQL; see the module docstring.
+
+    ``signer`` is needed to write (checkpoints are signed); a read-only store (CLI list,
+    verify, export) may omit it.
+    """
+
+    def __init__(self, engine: AsyncEngine, signer: Signer | None = None, **ledger_options: Any) -> None:
         self._engine = engine
+        self._ledger = Ledger(engine, signer, **ledger_options) if signer is not None else None
 
     @classmethod
-    def from_url(cls, url: str) -> AuditStore:
+    def from_url(cls, url: str, signer: Signer | None = None, **ledger_options: Any) -> AuditStore:
         """Store on a new engine for ``url`` (SQLAlchemy async URL)."""
-        return cls(make_engine(url))
+        return cls(make_engine(url), signer, **ledger_options)
+
+    @property
+    def ledger(self) -> Ledger:
+        """This process's chain writer. Raises RuntimeError on a read-only store."""
+        if self._ledger is None:
+            raise RuntimeError("read-only audit store (no signing key)")
+        return self._ledger
 
     async def check(self) -> None:
-        """Raise AuditUnavailable unless the table is reachable (migrations applied)."""
+        """Raise AuditUnavailable unless the ledger tables are reachable (migrations applied)."""
         try:
             async with self._engine.connect() as conn:
-                await conn.execute(select(func.count()).select_from(decisions).limit(1))
+                await conn.execute(select(func.count()).select_from(entries).limit(1))
         except (SQLAlchemyError, OSError) as exc:
             raise AuditUnavailable(f"audit store unavailable: {type(exc).__name__}") from exc
 
     async def record_decision(self, ctx: RequestContext) -> None:
-        """Commit the decision record (before egress). Raises AuditUnavailable."""
-        await self._write(ctx)
+        """Commit the write-ahead decision entry (before egress). Raises AuditUnavailable."""
+        await self.ledger.append("decision", ctx.request_id, _created(ctx), record_of(ctx))
 
     async def record_outcome(self, ctx: RequestContext) -> None:
-        """Complete the record with the outcome (insert it if none was written yet)."""
-        await self._write(ctx)
-
-    async def _write(self, ctx: RequestContext) -> None:
-        row = _row(ctx)
-        try:
-            async with self._engine.begin() as conn:
-                if ctx.audit_written:
-                    values = {k: v for k, v in row.items() if k not in ("request_id", "created_at")}
-                    where = decisions.c.request_id == ctx.request_id
-                    await conn.execute(update(decisions).where(where).values(values))
-                else:
-                    await conn.execute(insert(decisions).values(row))
-        except (SQLAlchemyError, OSError) as exc:
-            raise AuditUnavailable(f"audit store unavailable: {type(exc).__name__}") from exc
-        ctx.audit_written = True
+        """Commit the outcome entry: the request's full record. Raises AuditUnavailable."""
+        await self.ledger.append("outcome", ctx.request_id, _created(ctx), record_of(ctx))
 
     async def list(
         self,
@@ -126,36 +164,91 @@ class AuditStore:
         tenant: str | None = None,
         status: str | None = None,
         limit: int = 50,
-        before_seq: int | None = None,
+        before_id: int | None = None,
     ) -> list[dict[str, Any]]:
-        """Records newest first, filtered by tenant and status; ``before_seq`` is the cursor."""
-        query = select(decisions).order_by(decisions.c.seq.desc()).limit(limit)
+        """One record per request, newest first; ``before_id`` is the cursor (``id`` of the
+        last record of the previous page). Each record carries ``id``, ``chain_id``, ``seq``,
+        ``request_id``, ``created_at`` and the fields of :func:`record_of`."""
+        e, o = entries, entries.alias("o")
+        has_outcome = exists().where(and_(o.c.request_id == e.c.request_id, o.c.kind == "outcome"))
+        query = (
+            select(e.c.id, e.c.chain_id, e.c.seq, e.c.kind, e.c.body)
+            .where(or_(e.c.kind == "outcome", ~has_outcome))
+            .order_by(e.c.id.desc())
+            .limit(limit)
+        )
         if tenant is not None:
-            query = query.where(decisions.c.tenant == tenant)
+            query = query.where(e.c.tenant == tenant)
         if status is not None:
-            query = query.where(decisions.c.status == status)
-        if before_seq is not None:
-            query = query.where(decisions.c.seq < before_seq)
+            query = query.where(e.c.status == status)
+        if before_id is not None:
+            query = query.where(e.c.id < before_id)
         try:
             async with self._engine.connect() as conn:
-                rows = (await conn.execute(query)).mappings().all()
+                rows = (await conn.execute(query)).all()
         except (SQLAlchemyError, OSError) as exc:
             raise AuditUnavailable(f"audit store unavailable: {type(exc).__name__}") from exc
         out = []
-        for r in rows:
-            item = dict(r)
-            created = item["created_at"]
-            if created.tzinfo is None:
-                created = created.replace(tzinfo=dt.UTC)
-            item["created_at"] = created.isoformat()
-            out.append(item)
+        for row in rows:
+            body = json.loads(row.body)
+            record = dict(body["record"])
+            if row.kind == "decision":
+                record["status"] = "pending"
+            record.update(
+                id=int(row.id),
+                chain_id=row.chain_id,
+                seq=int(row.seq),
+                request_id=body["request_id"],
+                created_at=body["created_at"],
+            )
+            out.append(record)
         return out
 
     async def count(self) -> int:
-        """Number of records."""
+        """Number of requests recorded (distinct request ids)."""
         async with self._engine.connect() as conn:
-            return int((await conn.execute(select(func.count()).select_from(decisions))).scalar_one())
+            query = select(func.count(func.distinct(entries.c.request_id)))
+            return int((await conn.execute(query)).scalar_one())
+
+    async def export(self) -> AsyncIterator[dict[str, Any]]:
+        """Every entry then every checkpoint, in chain order (the JSONL export format of
+        :mod:`gateway.audit.chainverify`)."""
+        async with self._engine.connect() as conn:
+            result = await conn.stream(select(entries).order_by(entries.c.chain_id, entries.c.seq))
+            async for row in result:
+                yield _entry_dict(row)
+            result = await conn.stream(select(checkpoints).order_by(checkpoints.c.chain_id, checkpoints.c.seq))
+            async for row in result:
+                yield _checkpoint_dict(row)
+
+    async def verify(self, public_keys: Sequence[Any] | None) -> Report:
+        """Verify every chain in the database, and that each row's queryable columns match
+        its hashed body (a row edited only in its columns is reported as modified)."""
+        items: list[dict[str, Any]] = []
+        cps: list[dict[str, Any]] = []
+        mismatched: list[tuple[str, int, str]] = []
+        async with self._engine.connect() as conn:
+            result = await conn.stream(select(entries))
+            async for row in result:
+                items.append(_entry_dict(row))
+                try:
+                    record = json.loads(row.body).get("record", {})
+                except ValueError:
+                    continue  # reported by the chain walk
+                for name in _PROJECTED:
+                    expected = record.get(name) if name != "status" else (record.get(name) or "pending")
+                    if getattr(row, name) != expected:
+                        mismatched.append((row.chain_id, int(row.seq), name))
+            result = await conn.stream(select(checkpoints))
+            async for row in result:
+                cps.append(_checkpoint_dict(row))
+        report = verify(items, cps, public_keys)
+        for chain_id, seq, name in mismatched:
+            report.chains[chain_id].fail(seq, f"column {name} differs from the hashed body (modified)")
+        return report
 
     async def aclose(self) -> None:
-        """Dispose the connection pool."""
+        """Flush the ledger (final signed checkpoint) and dispose the connection pool."""
+        if self._ledger is not None:
+            await self._ledger.aclose()
         await self._engine.dispose()

@@ -1,0 +1,264 @@
+"""Append-only, hash-chained audit ledger with group commit and signed checkpoints.
+
+One chain per gateway process (``chain_id`` = host-pid-random), so replicas never lock each
+other and each chain verifies alone. :meth:`Ledger.append` queues an entry and waits until
+the transaction holding it has committed; a single writer task drains the queue into one
+multi-row INSERT per transaction (group commit), assigning ``seq`` and ``prev_hash`` in queue
+order. A failed transaction fails every entry in it and leaves the chain head unchanged.
+
+Every ``checkpoint_every`` entries, every ``checkpoint_interval_s`` seconds with new entries,
+and at shutdown, the head (seq, record_hash) is signed with Ed25519 (RFC 8032) and stored, so
+truncation of the chain is detectable (:mod:`gateway.audit.chainverify`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    NoEncryption,
+    PrivateFormat,
+    PublicFormat,
+    load_pem_private_key,
+)
+from sqlalchemy import insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gateway.audit.chainverify import GENESIS, key_id
+from gateway.audit.models import checkpoints, entries
+from gateway.errors import AuditUnavailable
+
+__all__ = ["Ledger", "Signer", "canonical"]
+
+
+def canonical(obj: Any) -> str:
+    """RFC 8785 (JSON Canonicalization Scheme) text of ``obj``: the bytes that get hashed."""
+    return rfc8785.dumps(obj).decode("utf-8")
+
+
+class Signer:
+    """Ed25519 signing key for checkpoints; ``key_id`` = first 16 hex of sha256(raw public key)."""
+
+    def __init__(self, private_key: Ed25519PrivateKey) -> None:
+        self._key = private_key
+        self.public_key = private_key.public_key()
+        self.key_id = key_id(self.public_key)
+
+    @classmethod
+    def from_file(cls, path: Path, *, create: bool = True) -> Signer:
+        """Load a PEM (PKCS#8) Ed25519 key; create one (mode 0600) if missing and ``create``.
+
+        Raises ValueError if the file holds another kind of key, FileNotFoundError if missing.
+        """
+        if not path.exists():
+            if not create:
+                raise FileNotFoundError(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            key = Ed25519PrivateKey.generate()
+            pem = key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption())
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(pem)
+            return cls(key)
+        loaded = load_pem_private_key(path.read_bytes(), password=None)
+        if not isinstance(loaded, Ed25519PrivateKey):
+            raise ValueError(f"{path} is not an Ed25519 private key")
+        return cls(loaded)
+
+    def public_pem(self) -> str:
+        """The public key as PEM (SubjectPublicKeyInfo), for auditors."""
+        return self.public_key.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode()
+
+    def sign(self, data: bytes) -> str:
+        """Base64 Ed25519 signature of ``data``."""
+        return base64.b64encode(self._key.sign(data)).decode()
+
+
+@dataclass
+class _Pending:
+    kind: str
+    request_id: str
+    created_at: dt.datetime
+    record: dict[str, Any]
+    done: asyncio.Future[None]
+
+
+def new_chain_id() -> str:
+    """A chain id unique to this process: ``<host>-<pid>-<8 hex>``."""
+    return f"{socket.gethostname()[:48]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+class Ledger:
+    """The writer of one chain. Create in the app's lifespan; :meth:`aclose` at shutdown.
+
+    ``max_batch``: entries per transaction at most. ``checkpoint_every``: entries between
+    signed checkpoints; ``checkpoint_interval_s``: seconds between checkpoints while entries
+    arrive.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        signer: Signer,
+        *,
+        chain_id: str | None = None,
+        max_batch: int = 512,
+        checkpoint_every: int = 1000,
+        checkpoint_interval_s: float = 10.0,
+    ) -> None:
+        self._engine = engine
+        self.signer = signer
+        self.chain_id = chain_id or new_chain_id()
+        self._max_batch = max_batch
+        self._checkpoint_every = checkpoint_every
+        self._checkpoint_interval_s = checkpoint_interval_s
+        self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()  # None: stop
+        self._task: asyncio.Task[None] | None = None
+        self.head_seq = 0
+        self.head_hash = GENESIS
+        self._checkpointed_seq = 0
+
+    async def append(self, kind: str, request_id: str, created_at: dt.datetime, record: dict[str, Any]) -> None:
+        """Append one entry and return once it is committed. Raises AuditUnavailable."""
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name=f"audit-ledger-{self.chain_id}")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(kind, request_id, created_at, record, done))
+        await asyncio.shield(done)
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                first = await asyncio.wait_for(self._queue.get(), timeout=self._checkpoint_interval_s)
+            except TimeoutError:
+                await self._maybe_checkpoint(force=True)
+                continue
+            if first is None:
+                return
+            batch, stop = [first], False
+            while len(batch) < self._max_batch and not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is None:
+                    stop = True
+                    break
+                batch.append(item)
+            await self._commit(batch)
+            await self._maybe_checkpoint(force=False)
+            if stop:
+                return
+
+    async def _commit(self, batch: list[_Pending]) -> None:
+        rows = []
+        seq, prev = self.head_seq, self.head_hash
+        for item in batch:
+            seq += 1
+            body = canonical(
+                {
+                    "chain_id": self.chain_id,
+                    "seq": seq,
+                    "kind": item.kind,
+                    "request_id": item.request_id,
+                    "prev_hash": prev,
+                    "created_at": item.created_at.isoformat(),
+                    "record": item.record,
+                }
+            )
+            digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
+            rec = item.record
+            rows.append(
+                {
+                    "chain_id": self.chain_id,
+                    "seq": seq,
+                    "kind": item.kind,
+                    "request_id": item.request_id,
+                    "created_at": item.created_at,
+                    "tenant": rec.get("tenant"),
+                    "status": rec.get("status") or "pending",
+                    "data_level": rec.get("data_level"),
+                    "decision": rec.get("decision"),
+                    "chosen_deployment": rec.get("chosen_deployment"),
+                    "prev_hash": prev,
+                    "record_hash": digest,
+                    "body": body,
+                }
+            )
+            prev = digest
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(insert(entries), rows)
+        except (SQLAlchemyError, OSError) as exc:
+            error = AuditUnavailable(f"audit store unavailable: {type(exc).__name__}")
+            for item in batch:
+                if not item.done.done():
+                    item.done.set_exception(error)
+            return
+        self.head_seq, self.head_hash = seq, prev
+        for item in batch:
+            if not item.done.done():
+                item.done.set_result(None)
+
+    async def _maybe_checkpoint(self, *, force: bool) -> None:
+        due = self.head_seq - self._checkpointed_seq
+        if due <= 0 or (not force and due < self._checkpoint_every):
+            return
+        with contextlib.suppress(AuditUnavailable):
+            await self.checkpoint()
+
+    async def checkpoint(self, *, final: bool = False) -> None:
+        """Sign and store the current head (no-op on an empty or already signed chain).
+
+        ``final`` marks the chain closed (shutdown): any entry after it is an insertion.
+        Raises AuditUnavailable.
+        """
+        seq, head = self.head_seq, self.head_hash
+        if seq == 0 or (seq == self._checkpointed_seq and not final):
+            return
+        created = dt.datetime.now(dt.UTC)
+        body = canonical(
+            {
+                "chain_id": self.chain_id,
+                "seq": seq,
+                "head_hash": head,
+                "created_at": created.isoformat(),
+                "key_id": self.signer.key_id,
+                "final": final,
+            }
+        )
+        row = {
+            "chain_id": self.chain_id,
+            "seq": seq,
+            "head_hash": head,
+            "created_at": created,
+            "key_id": self.signer.key_id,
+            "body": body,
+            "signature": self.signer.sign(body.encode("utf-8")),
+        }
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(insert(checkpoints).values(row))
+        except (SQLAlchemyError, OSError) as exc:
+            raise AuditUnavailable(f"audit checkpoint failed: {type(exc).__name__}") from exc
+        self._checkpointed_seq = seq
+
+    async def aclose(self) -> None:
+        """Commit what is queued, stop the writer and write a final checkpoint."""
+        if self._task is not None and not self._task.done():
+            self._queue.put_nowait(None)
+            await self._task
+        self._task = None
+        with contextlib.suppress(AuditUnavailable):
+            await self.checkpoint(final=True)
