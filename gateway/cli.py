@@ -277,10 +277,18 @@ def keys_create(
     tenant: Annotated[str, typer.Option(help="tenant the key belongs to")],
     key_id: Annotated[str, typer.Option("--id", help="key id shown in audit records")],
     role: Annotated[list[str] | None, typer.Option(help="app, admin or auditor (repeatable)")] = None,
+    config: ConfigOpt = Path("gateway.yaml"),
 ) -> None:
     """Generate a key; prints it once and the gateway.yaml entry holding only its hash."""
-    key = generate_key()
     roles = role or ["app"]
+    bad_roles = sorted(set(roles) - {"app", "admin", "auditor"})
+    if bad_roles:
+        err.print(f"[bold red]error[/]: unknown role(s) {bad_roles}; use app, admin or auditor")
+        raise typer.Exit(2)
+    if config.exists() and tenant not in _load(config).tenants:
+        err.print(f"[bold red]error[/]: tenant {tenant!r} is not in {config}")
+        raise typer.Exit(2)
+    key = generate_key()
     typer.echo(f"API key (shown once): {key}\n\nAdd to gateway.yaml under keys:")
     typer.echo(f"  - id: {key_id}\n    hash: {hash_key(key)}\n    tenant: {tenant}\n    roles: [{', '.join(roles)}]")
 

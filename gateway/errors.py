@@ -12,6 +12,7 @@ OpenAI error shape ``{"error": {"message", "type", "param", "code"}}``::
     ├── PermissionDenied            403 permission_error
     │   └── PolicyDenied            403 permission_error, code policy_denied (+ reasons)
     ├── NotFound                    404 not_found_error
+    ├── MethodNotAllowed            405 invalid_request_error
     ├── UpstreamError               upstream status or 502, upstream_error
     ├── PolicyUnavailable           503 service_unavailable (policy engine failed: deny)
     └── AuditUnavailable            503 service_unavailable (audit store down: no egress)
@@ -30,6 +31,7 @@ __all__ = [
     "ConfigError",
     "GatewayError",
     "InvalidRequest",
+    "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
@@ -147,6 +149,15 @@ class NotFound(GatewayError):
     status = 404
     error_type = "not_found_error"
     code = "not_found"
+    outcome = "invalid"
+
+
+class MethodNotAllowed(GatewayError):
+    """The route exists but not for this HTTP method."""
+
+    status = 405
+    error_type = "invalid_request_error"
+    code = "method_not_allowed"
     outcome = "invalid"
 
 

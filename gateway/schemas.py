@@ -10,15 +10,29 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from gateway.errors import InvalidRequest
 
-__all__ = ["ChatCompletionRequest", "ChatMessage", "parse_body", "parse_chat_request"]
+__all__ = ["MAX_TOKENS_LIMIT", "ChatCompletionRequest", "ChatMessage", "parse_body", "parse_chat_request"]
+
+MAX_TOKENS_LIMIT = 2**31 - 1
+"""Largest accepted max_tokens: int32, the range OpenAI-compatible servers take."""
+
+
+def _check_text(value: str) -> str:
+    """Reject text that cannot be encoded as UTF-8 (unpaired UTF-16 surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("contains an unpaired UTF-16 surrogate, which is not valid Unicode text") from None
+    return value
 
 
 class ChatMessage(BaseModel):
-    """One chat message; ``content`` is a string, an array of content parts, or null."""
+    """One chat message; ``content`` is a string or an array of content parts. It may be null
+    (or absent) only on an assistant message that carries ``tool_calls`` or ``function_call``
+    (OpenAI API reference, "Create chat completion", messages)."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -28,11 +42,29 @@ class ChatMessage(BaseModel):
     @field_validator("content")
     @classmethod
     def _content(cls, value: Any) -> Any:
-        if value is None or isinstance(value, str):
+        if value is None:
             return value
-        if isinstance(value, list) and all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in value):
+        if isinstance(value, str):
+            return _check_text(value)
+        if (
+            isinstance(value, list)
+            and value
+            and all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in value)
+        ):
+            for part in value:
+                if isinstance(part.get("text"), str):
+                    _check_text(part["text"])
             return value
-        raise ValueError("must be a string, an array of content parts (objects with a 'type'), or null")
+        raise ValueError("must be a string or a non-empty array of content parts (objects with a 'type')")
+
+    @model_validator(mode="after")
+    def _content_required(self) -> ChatMessage:
+        extra = self.model_extra or {}
+        if self.content is None and not (
+            self.role == "assistant" and (extra.get("tool_calls") or extra.get("function_call"))
+        ):
+            raise ValueError("content is required (null only for an assistant message with tool_calls)")
+        return self
 
 
 class ChatCompletionRequest(BaseModel):
@@ -42,16 +74,35 @@ class ChatCompletionRequest(BaseModel):
 
     model: str = Field(min_length=1, max_length=256)
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False
     stream_options: dict[str, Any] | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
     temperature: float | None = Field(default=None, ge=0, le=2)
     n: int | None = Field(default=None, ge=1, le=16)
 
     def max_output_tokens(self, default: int) -> int:
         """The caller's output cap (tokens), or ``default`` when it set none."""
         return self.max_completion_tokens or self.max_tokens or default
+
+    def needs(self) -> list[str]:
+        """Capabilities the request needs from a deployment: ``stream``, ``tools`` (tools or
+        functions), ``json`` (response_format json_object/json_schema), ``vision`` (image parts)."""
+        extra = self.model_extra or {}
+        needs = []
+        if self.stream:
+            needs.append("stream")
+        if extra.get("tools") or extra.get("functions"):
+            needs.append("tools")
+        response_format = extra.get("response_format")
+        if isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema"):
+            needs.append("json")
+        if any(
+            isinstance(m.content, list) and any(p.get("type") in ("image_url", "input_image") for p in m.content)
+            for m in self.messages
+        ):
+            needs.append("vision")
+        return needs
 
 
 def _param(loc: tuple[int | str, ...]) -> str:
@@ -67,7 +118,9 @@ def parse_body(raw: bytes) -> dict[str, Any]:
         raise InvalidRequest("request body is empty; expected a JSON object", param="body")
     try:
         data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise InvalidRequest("request body is nested too deeply", param="body") from None
+    except ValueError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}", param="body") from None
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object", param="body")

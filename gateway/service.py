@@ -21,7 +21,7 @@ import anyio
 
 from adapters import AdapterError
 from gateway.audit.store import AuditStore
-from gateway.auth import KeyRing
+from gateway.auth import KeyRing, require_role
 from gateway.classify import Classifier, request_texts
 from gateway.config import DeploymentConfig, GatewayConfig
 from gateway.context import DataLevel, RequestContext
@@ -110,6 +110,7 @@ class Gateway:
 
     async def _chat(self, ctx: RequestContext, raw: bytes, headers: Mapping[str, str]) -> Outcome:
         ctx.principal = self.keyring.authenticate(headers.get("authorization"), headers.get("x-api-key"))
+        require_role(ctx.principal, "app")
         data = parse_body(raw)
         if isinstance(data.get("model"), str):
             ctx.requested_model = data["model"][:256]
@@ -146,7 +147,7 @@ class Gateway:
                 "id": ctx.request_id,
                 "endpoint": ctx.endpoint,
                 "model": request.model,
-                "needs": ["stream"] if request.stream else [],
+                "needs": request.needs(),
                 "est_input_tokens": est_input,
                 "max_output_tokens": max_output,
             },
@@ -159,7 +160,8 @@ class Gateway:
                 f"{dep}: {reason}" for dep, rs in decision.excluded.items() for reason in rs
             ]
             raise PolicyDenied(
-                f"no deployment behind {request.model!r} may receive {ctx.classification.level.label} data",
+                f"no deployment behind {request.model!r} is eligible for this {ctx.classification.level.label} "
+                "request; see reasons",
                 reasons=reasons,
             )
 
@@ -174,11 +176,9 @@ class Gateway:
         # Write-ahead: the decision is durable before any byte leaves for a deployment.
         await self.audit.record_decision(ctx)
 
-        body = request.model_dump(exclude_none=True, exclude={"model", "stream", "stream_options"})
-        body = {k: v for k, v in data.items() if k in body or k not in ("model", "stream", "stream_options")}
+        body = upstream_body(data)
         if request.stream:
-            upstream_body = {**body, "stream_options": {"include_usage": True}}
-            start = await self.executor.open_stream(ctx, planned, upstream_body)
+            start = await self.executor.open_stream(ctx, planned, {**body, "stream_options": {"include_usage": True}})
             ctx.chosen = start.deployment.id
             include_usage = bool((request.stream_options or {}).get("include_usage"))
             return Outcome(
@@ -289,6 +289,21 @@ class Gateway:
                 # record keeps status "pending" — visible to auditors as an unfinished request.
                 with contextlib.suppress(GatewayError):
                     await self.audit.record_outcome(ctx)
+
+
+def upstream_body(data: Mapping[str, Any]) -> dict[str, Any]:
+    """The request as sent to a deployment: the client's fields minus model/stream settings
+    (the adapter sets the deployment's model), with text-only content-part arrays joined into
+    a plain string — the same prompt, in the form every OpenAI-compatible server accepts."""
+    body = {k: v for k, v in data.items() if k not in ("model", "stream", "stream_options")}
+    messages = []
+    for message in data.get("messages") or []:
+        content = message.get("content")
+        if isinstance(content, list) and all(p.get("type") == "text" for p in content):
+            message = {**message, "content": "".join(str(p.get("text", "")) for p in content)}
+        messages.append(message)
+    body["messages"] = messages
+    return body
 
 
 def _message_text(response: Mapping[str, Any]) -> str:

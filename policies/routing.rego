@@ -4,6 +4,8 @@
 #   Decides which deployments may receive a request, by data residency (level x locality x
 #   jurisdiction), data handling (retention, training), capability and context window.
 #   Entrypoint data.gateway.routing.decision is always an object; anything else means deny.
+#   Every exclusion is written so that a missing or undefined value (an absent attribute, an
+#   arithmetic overflow) excludes the deployment rather than silently letting it through.
 package gateway.routing
 
 level_rank := {"public": 0, "internal": 1, "confidential": 2, "restricted": 3}
@@ -44,7 +46,7 @@ exclusion contains [d.id, msg] if {
 	not rule.any
 	rule.locality
 	not d.locality in rule.locality
-	msg := sprintf("locality %s is not allowed for %s data (allowed: %v)", [d.locality, input.data.level, rule.locality])
+	msg := locality_message(d)
 }
 
 # METADATA
@@ -56,8 +58,29 @@ exclusion contains [d.id, msg] if {
 	not rule.any
 	rule.jurisdictions
 	not d.jurisdiction in rule.jurisdictions
-	msg := sprintf("jurisdiction %s is not allowed for %s data (allowed: %v)", [d.jurisdiction, input.data.level, rule.jurisdictions])
+	msg := jurisdiction_message(d)
 }
+
+# METADATA
+# title: Unknown data level
+# custom:
+#   short_name: unknown_level
+exclusion contains [d.id, msg] if {
+	some d in input.deployments
+	not level_rank[input.data.level]
+	msg := "the request's data level is unknown, so nothing may receive it"
+}
+
+# rego-cpp quirk: a string computed inside the policy (a literal, concat, object.get) passed to
+# sprintf's %s comes back wrapped in quotes, so messages only format input values and use %v
+# for arrays; a missing value gets its own sentence instead of a default string.
+locality_message(d) := sprintf("locality %s is not allowed for %s data (allowed: %v)", [d.locality, input.data.level, rule.locality]) if {
+	is_string(d.locality)
+} else := sprintf("deployment declares no locality, which is not allowed for %s data (allowed: %v)", [input.data.level, rule.locality])
+
+jurisdiction_message(d) := sprintf("jurisdiction %s is not allowed for %s data (allowed: %v)", [d.jurisdiction, input.data.level, rule.jurisdictions]) if {
+	is_string(d.jurisdiction)
+} else := sprintf("deployment declares no jurisdiction, which is not allowed for %s data (allowed: %v)", [input.data.level, rule.jurisdictions])
 
 # METADATA
 # title: Provider trains on data
@@ -65,7 +88,7 @@ exclusion contains [d.id, msg] if {
 #   short_name: trains_on_data
 exclusion contains [d.id, msg] if {
 	some d in input.deployments
-	d.trains_on_data
+	not d.trains_on_data == false
 	level_rank[input.data.level] >= level_rank.internal
 	msg := sprintf("deployment trains on submitted data, which is not allowed for %s data", [input.data.level])
 }
@@ -76,7 +99,7 @@ exclusion contains [d.id, msg] if {
 #   short_name: retains_data
 exclusion contains [d.id, msg] if {
 	some d in input.deployments
-	d.retains_data
+	not d.retains_data == false
 	level_rank[input.data.level] >= level_rank.confidential
 	msg := sprintf("deployment retains submitted data, which is not allowed for %s data", [input.data.level])
 }
@@ -92,15 +115,23 @@ exclusion contains [d.id, msg] if {
 	msg := sprintf("deployment lacks the required capability %s", [need])
 }
 
+# The request (estimated input + max output tokens) fits the deployment's context window.
+fits_context(d) if {
+	d.context_window >= input.request.est_input_tokens + input.request.max_output_tokens
+}
+
+context_message(d) := sprintf("context window of %d tokens is smaller than the request's estimated %d tokens", [d.context_window, total]) if {
+	total := input.request.est_input_tokens + input.request.max_output_tokens
+	is_number(d.context_window)
+} else := "the request's token estimate is missing or out of range, so it cannot be checked against the context window"
+
 # METADATA
 # title: Context window too small
 # custom:
 #   short_name: context_window
-exclusion contains [d.id, msg] if {
+exclusion contains [d.id, context_message(d)] if {
 	some d in input.deployments
-	total := input.request.est_input_tokens + input.request.max_output_tokens
-	total > d.context_window
-	msg := sprintf("context window of %d tokens is smaller than the request's estimated %d tokens", [d.context_window, total])
+	not fits_context(d)
 }
 
 # METADATA
@@ -109,7 +140,7 @@ exclusion contains [d.id, msg] if {
 #   short_name: unhealthy
 exclusion contains [d.id, "deployment is unhealthy or not configured (e.g. its API key is not set)"] if {
 	some d in input.deployments
-	d.healthy == false
+	not d.healthy == true
 }
 
 excluded := {id: reasons |

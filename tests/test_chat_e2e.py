@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tests.conftest import APP_KEY, OTHER_TENANT_KEY, GatewayUnderTest
+from tests.conftest import APP_KEY, AUDITOR_KEY, OTHER_TENANT_KEY, GatewayUnderTest
 from tests.support.provider_sim import ProviderSimulator
 
 CHAT = "/v1/chat/completions"
@@ -275,3 +275,82 @@ def test_healthz(gateway: GatewayUnderTest) -> None:
     r = gateway.client.get("/healthz")
     assert r.status_code == 200 and r.json()["status"] == "ok"
     assert r.json()["policy_revision"].startswith("sha256:")
+
+
+def test_out_of_range_and_mistyped_fields_are_400_naming_the_field(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator
+) -> None:
+    cases = [
+        ({**body(), "max_tokens": 2**63 - 1}, "max_tokens"),
+        ({**body(), "max_completion_tokens": 10**30}, "max_completion_tokens"),
+        ({**body(), "stream": "yes"}, "stream"),
+        ({"model": "auto", "messages": [{"role": "user", "content": None}]}, "messages[0]"),
+        ({"model": "auto", "messages": [{"role": "user"}]}, "messages[0]"),
+        ({"model": "auto", "messages": [{"role": "user", "content": []}]}, "messages[0].content"),
+    ]
+    for req, param in cases:
+        r = gateway.post(CHAT, json=req)
+        assert r.status_code == 400, (req, r.text)
+        assert r.json()["error"]["param"] == param, (req, r.json())
+    surrogate = b'{"model": "auto", "messages": [{"role": "user", "content": "hi \\ud800"}]}'
+    r = gateway.post(CHAT, content=surrogate, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0].content"
+    assert "surrogate" in r.json()["error"]["message"]
+    deep = b'{"model": "auto", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    r = gateway.post(CHAT, content=deep, headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "recursion" not in r.text
+    assert sim_a.requests == []
+
+
+def test_assistant_tool_call_without_content_is_valid(gateway: GatewayUnderTest, sim_a: ProviderSimulator) -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "lookup", "arguments": "{}"}}
+    messages = [
+        {"role": "user", "content": "look it up"},
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "42"},
+    ]
+    r = gateway.post(CHAT, json={"model": "external", "messages": messages})
+    assert r.status_code == 200, r.text
+    assert sim_a.requests[0].json["messages"][1]["tool_calls"] == [call]
+
+
+def test_text_content_parts_reach_the_local_model_as_text(gateway: GatewayUnderTest) -> None:
+    parts = [{"type": "text", "text": "Say "}, {"type": "text", "text": "hello."}]
+    r = gateway.post(
+        CHAT, json={"model": "local-smollm2", "max_tokens": 8, "messages": [{"role": "user", "content": parts}]}
+    )
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["message"]["content"]
+
+
+def test_requested_tools_exclude_deployments_without_the_capability(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator
+) -> None:
+    tools = [{"type": "function", "function": {"name": "lookup", "parameters": {"type": "object"}}}]
+    r = gateway.post(CHAT, json={**body(), "tools": tools}, headers={"x-data-classification": "confidential"})
+    assert r.status_code == 403
+    assert any("lacks the required capability tools" in x for x in r.json()["error"]["reasons"])
+    r = gateway.post(CHAT, json={**body(), "tools": tools})
+    assert r.status_code == 200 and r.headers["x-gateway-deployment"] == "ext-cheap"
+    rec = gateway.record(r.headers["x-request-id"])
+    assert "local-smollm2" in rec["excluded"]
+    assert sim_a.requests[-1].json["tools"] == tools
+
+
+def test_auditor_key_cannot_run_completions(gateway: GatewayUnderTest, sim_a: ProviderSimulator) -> None:
+    r = gateway.post(CHAT, key=AUDITOR_KEY, json=body())
+    assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
+    assert gateway.record(r.headers["x-request-id"])["status"] == "forbidden"
+    assert sim_a.requests == []
+
+
+def test_unknown_routes_and_methods(gateway: GatewayUnderTest) -> None:
+    assert gateway.client.get("/nope").status_code == 404
+    assert gateway.client.get("/nope").json()["error"]["type"] == "not_found_error"
+    r = gateway.client.put(CHAT, json=body())
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert gateway.record(r.headers["x-request-id"])["status"] == "invalid"
+    r = gateway.client.get(
+        "/v1/audit/decisions", params={"status": "bogus"}, headers={"authorization": f"Bearer {AUDITOR_KEY}"}
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "status"

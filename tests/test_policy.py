@@ -800,3 +800,45 @@ async def test_concurrent_decisions_on_different_inputs_do_not_mix(routing_engin
     for level, decision in zip(levels, decisions, strict=True):
         assert decision.eligible == expected[level]
         assert decision.reasons[0].endswith(f"eligible for {level} data")
+
+
+# ---------------------------------------------------------------------------------------------
+# Undefined values exclude, never include (an overflowing token count once made the context
+# rule undefined and let a 2,048-token model take a request of 2^63 tokens).
+
+
+@pytest.mark.parametrize("max_output", [2**63 - 1, 2**64 + 5, 10**30])
+async def test_token_estimate_out_of_range_excludes_every_deployment(
+    routing_engine: EmbeddedEngine, max_output: int
+) -> None:
+    decision = await routing_engine.decide(make_input(request={"max_output_tokens": max_output}))
+
+    assert decision.allow is False
+    for reasons in decision.excluded.values():
+        assert any("missing or out of range" in r for r in reasons)
+
+
+@pytest.mark.parametrize(
+    "field", ["trains_on_data", "retains_data", "healthy", "context_window", "locality", "jurisdiction", "capabilities"]
+)
+async def test_missing_deployment_attribute_excludes_it(routing_engine: EmbeddedEngine, field: str) -> None:
+    level = "internal" if field == "jurisdiction" else "confidential"
+    inp = make_input(level=level, request={"needs": ["stream"]})
+    local = next(d for d in inp["deployments"] if d["locality"] == "local")
+    local["capabilities"] = ["stream"]
+    del local[field]
+
+    decision = await routing_engine.decide(inp)
+
+    assert local["id"] not in decision.eligible
+    assert decision.excluded[local["id"]]
+
+
+async def test_unknown_data_level_excludes_every_deployment(routing_engine: EmbeddedEngine) -> None:
+    inp = make_input()
+    inp["data"]["level"] = "top-secret"
+
+    decision = await routing_engine.decide(inp)
+
+    assert decision.allow is False
+    assert all(any("data level is unknown" in r for r in rs) for rs in decision.excluded.values())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 
@@ -13,12 +13,18 @@ __all__ = ["router"]
 
 router = APIRouter()
 
+RecordStatus = Literal[
+    "pending", "ok", "partial", "denied", "invalid", "unauthorized", "forbidden", "upstream_error",
+    "client_disconnected", "error", "audit_unavailable",
+]  # fmt: skip
+"""Statuses a record can have (GatewayError.outcome values, plus ok/partial/pending)."""
+
 
 @router.get("/v1/audit/decisions")
 async def list_decisions(
     request: Request,
     gateway: GatewayDep,
-    status: Annotated[str | None, Query(max_length=32)] = None,
+    status: Annotated[RecordStatus | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before_id: Annotated[int | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from gateway.api.deps import GatewayDep
 from gateway.api.errors import error_response
 from gateway.context import RequestContext
-from gateway.errors import GatewayError, NotFound, PayloadTooLarge
+from gateway.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
 from gateway.service import Outcome
 
 __all__ = ["read_body", "router"]
@@ -66,9 +66,22 @@ async def list_models(request: Request, gateway: GatewayDep) -> JSONResponse:
     return JSONResponse({"object": "list", "data": data})
 
 
-@router.api_route("/{path:path}", methods=["POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+@router.api_route(
+    "/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+)
 async def unknown_route(path: str, request: Request, gateway: GatewayDep) -> Response:
-    """Any other write: 404 in the OpenAI shape, and audited like every request — so a
-    model named in a URL (``/openai/deployments/<model>/...``) never reaches a deployment."""
+    """Any other route: 404 (405 for a known path with another method) in the OpenAI shape.
+
+    Writes are audited like every request — so a model named in a URL
+    (``/openai/deployments/<model>/...``) is refused on the record and never reaches a deployment.
+    """
+    known = request.app.openapi().get("paths", {})  # built once, then cached by FastAPI
+    error: GatewayError = (
+        MethodNotAllowed(f"{request.method} is not allowed on /{path}")
+        if f"/{path}" in known
+        else NotFound(f"no such route: {request.method} /{path}")
+    )
+    if request.method in ("GET", "HEAD"):
+        return error_response(error)
     ctx = RequestContext(endpoint=f"unknown:/{path}"[:64])
-    return render(await gateway.fail(ctx, NotFound(f"no such route: {request.method} /{path}")))
+    return render(await gateway.fail(ctx, error))
