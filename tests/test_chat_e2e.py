@@ -354,3 +354,16 @@ def test_unknown_routes_and_methods(gateway: GatewayUnderTest) -> None:
         "/v1/audit/decisions", params={"status": "bogus"}, headers={"authorization": f"Bearer {AUDITOR_KEY}"}
     )
     assert r.status_code == 400 and r.json()["error"]["param"] == "status"
+
+
+def test_public_request_to_auto_falls_over_from_cheapest_503_to_next_cheapest(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator, sim_b: ProviderSimulator
+) -> None:
+    # auto by cost: ext-cheap (0.1/0.2 USD per Mtok) < local-smollm2 (2/4) < ext-pricey (5/15)
+    sim_a.behave(status=503)
+    r = gateway.post(CHAT, json=body("auto", max_tokens=8))
+    assert r.status_code == 200, r.text
+    assert r.headers["x-gateway-deployment"] == "local-smollm2"
+    rec = gateway.record(r.headers["x-request-id"])
+    assert [(a["deployment"], a["status"]) for a in rec["attempts"]] == [("ext-cheap", 503), ("local-smollm2", 200)]
+    assert sim_b.requests == []
