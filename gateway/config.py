@@ -180,10 +180,12 @@ class PolicyConfig(_Strict):
 class AuditConfig(_Strict):
     """Audit store: an SQLAlchemy async URL (relative sqlite paths are relative to cwd), the
     Ed25519 checkpoint signing key (PEM; created with mode 0600 if missing — mount a real
-    secret in production), and how often the chain head is signed (entries, seconds)."""
+    secret in production), the secret keying prompt/response HMAC digests (same), and how
+    often the chain head is signed (entries, seconds)."""
 
     url: str = "sqlite+aiosqlite:///.gateway/audit.db"
     signing_key_file: str = ".gateway/audit-signing-key.pem"
+    digest_secret_file: str = ".gateway/audit-digest.key"
     checkpoint_every: int = Field(default=1000, ge=1)
     checkpoint_interval_s: float = Field(default=10.0, gt=0)
 

@@ -140,6 +140,8 @@ class RequestContext:
     completion_tokens: int | None = None
     tokens_estimated: bool = False
     cost_usd: float | None = None
+    prompt_digest: str | None = None
+    response_digest: str | None = None
     stream: bool = False
 
     def elapsed_ms(self) -> float:

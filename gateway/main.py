@@ -22,6 +22,7 @@ from adapters import create_adapter
 from gateway.api import audit as audit_routes
 from gateway.api import openai as openai_routes
 from gateway.api.errors import install_error_handlers
+from gateway.audit.digest import Digester
 from gateway.audit.ledger import Signer
 from gateway.audit.store import AuditStore
 from gateway.auth import KeyRing
@@ -50,6 +51,10 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         signer = Signer.from_file(Path(config.audit.signing_key_file))
     except (OSError, ValueError) as exc:
         raise ConfigError(config.source, "audit.signing_key_file", str(exc)) from exc
+    try:
+        digester = Digester.from_file(Path(config.audit.digest_secret_file))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(config.source, "audit.digest_secret_file", str(exc)) from exc
     kinds = sorted({d.adapter for d in config.deployments})
     adapters = {kind: create_adapter(kind) for kind in kinds}
     return Gateway(
@@ -58,6 +63,7 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         classifier=Classifier(),
         engine=engine,
         executor=Executor(adapters),
+        digester=digester,
         audit=AuditStore.from_url(
             audit_url or config.audit.url,
             signer,

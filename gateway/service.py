@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 
 from adapters import AdapterError
+from gateway.audit.digest import Digester
 from gateway.audit.store import AuditStore
 from gateway.auth import KeyRing, require_role
 from gateway.classify import Classifier, request_texts
@@ -72,6 +73,7 @@ class Gateway:
         engine: PolicyEngine,
         executor: Executor,
         audit: AuditStore,
+        digester: Digester,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
@@ -80,6 +82,7 @@ class Gateway:
         self.engine = engine
         self.executor = executor
         self.audit = audit
+        self.digester = digester
         self._rng = rng or random.Random()
 
     async def chat(self, ctx: RequestContext, raw: bytes, headers: Mapping[str, str]) -> Outcome:
@@ -116,6 +119,7 @@ class Gateway:
             ctx.requested_model = data["model"][:256]
         request = parse_chat_request(data)
         ctx.stream = request.stream
+        ctx.prompt_digest = self.digester.prompt(ctx.principal.tenant, data["messages"])
 
         declared_header = headers.get(CLASSIFICATION_HEADER)
         declared = None
@@ -189,7 +193,9 @@ class Gateway:
 
         dep, response = await self.executor.complete(ctx, planned, body)
         ctx.chosen = dep.id
-        self._settle(ctx, dep, response.get("usage"), est_input=est_input, completion_text=_message_text(response))
+        completion = _message_text(response)
+        ctx.response_digest = self.digester.text(ctx.principal.tenant, completion)
+        self._settle(ctx, dep, response.get("usage"), est_input=est_input, completion_text=completion)
         return Outcome(ctx, response=response, headers={"x-gateway-deployment": dep.id})
 
     def _settle(
@@ -282,6 +288,8 @@ class Gateway:
                     completion_text="".join(text_parts),
                     completion_chunks=content_chunks,
                 )
+                if ctx.principal is not None:
+                    ctx.response_digest = self.digester.text(ctx.principal.tenant, "".join(text_parts))
                 ctx.status = status
                 ctx.http_status = 200
                 ctx.error = error or None

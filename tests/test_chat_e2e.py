@@ -367,3 +367,39 @@ def test_public_request_to_auto_falls_over_from_cheapest_503_to_next_cheapest(
     rec = gateway.record(r.headers["x-request-id"])
     assert [(a["deployment"], a["status"]) for a in rec["attempts"]] == [("ext-cheap", 503), ("local-smollm2", 200)]
     assert sim_b.requests == []
+
+
+def test_audit_database_holds_no_api_key_nor_prompt_or_completion_text(gateway: GatewayUnderTest) -> None:
+    """Runs last in this module: every key used above, and a canary prompt, are absent from
+    every row of every table; the prompt and completion are there only as keyed digests."""
+    import asyncio
+
+    from sqlalchemy import text
+
+    from gateway.audit.store import make_engine
+    from tests.conftest import OTHER_TENANT_KEY
+
+    canary = "canary-7f3a9c mother's maiden name is Smithers"
+    r = gateway.post(CHAT, json=body("external", canary))
+    assert r.status_code == 200
+    completion = r.json()["choices"][0]["message"]["content"]
+    rec = gateway.record(r.headers["x-request-id"])
+    assert rec["prompt_hmac"].startswith("hmac-sha256:") and rec["response_hmac"].startswith("hmac-sha256:")
+
+    async def dump() -> str:
+        engine = make_engine(gateway.audit_url)
+        try:
+            async with engine.connect() as conn:
+                tables = [
+                    row[0] for row in await conn.execute(text("SELECT name FROM sqlite_master WHERE type='table'"))
+                ]
+                rows = []
+                for table in tables:
+                    rows.extend(str(tuple(r)) for r in await conn.execute(text(f'SELECT * FROM "{table}"')))
+                return "\n".join(rows)
+        finally:
+            await engine.dispose()
+
+    everything = asyncio.run(dump())
+    for secret in (APP_KEY, AUDITOR_KEY, OTHER_TENANT_KEY, "sk-not-a-key", canary, "Smithers", completion):
+        assert secret not in everything, f"{secret[:12]}… found in the audit database"

@@ -87,6 +87,8 @@ def record_of(ctx: RequestContext) -> dict[str, Any]:
         "tokens_estimated": ctx.tokens_estimated,
         "cost_usd": ctx.cost_usd,
         "latency_ms": round(ctx.elapsed_ms(), 2),
+        "prompt_hmac": ctx.prompt_digest,
+        "response_hmac": ctx.response_digest,
     }
 
 
