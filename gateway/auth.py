@@ -54,7 +54,13 @@ class KeyRing:
         if found is None:
             raise AuthenticationFailed("invalid API key", param="authorization")
         tenant = self._tenants[found.tenant]
-        return Principal(tenant=found.tenant, key_id=found.id, roles=found.roles, home_region=tenant.home_region)
+        return Principal(
+            tenant=found.tenant,
+            key_id=found.id,
+            roles=found.roles,
+            home_region=tenant.home_region,
+            all_tenants=found.all_tenants,
+        )
 
 
 def require_role(principal: Principal, role: str) -> None:

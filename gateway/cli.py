@@ -154,6 +154,11 @@ def audit_list(
     config: ConfigOpt = Path("gateway.yaml"),
     tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
     status: Annotated[str | None, typer.Option(help="only this status (ok, denied, invalid…)")] = None,
+    level: Annotated[str | None, typer.Option(help="only this data level")] = None,
+    label: Annotated[str | None, typer.Option(help="only records with this label or label prefix")] = None,
+    deployment: Annotated[str | None, typer.Option(help="only requests served by this deployment")] = None,
+    jurisdiction: Annotated[str | None, typer.Option(help="only requests served in this jurisdiction")] = None,
+    decision: Annotated[str | None, typer.Option(help="allow or deny")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 20,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
 ) -> None:
@@ -163,7 +168,10 @@ def audit_list(
     async def fetch() -> list[dict[str, Any]]:
         store = AuditStore.from_url(_audit_url(_load(config)))
         try:
-            return await store.list(tenant=tenant, status=status, limit=limit)
+            return await store.list(
+                tenant=tenant, status=status, level=level, label=label, deployment=deployment,
+                jurisdiction=jurisdiction, decision=decision, limit=limit,
+            )  # fmt: skip
         finally:
             await store.aclose()
 
@@ -239,29 +247,128 @@ def audit_verify(
         raise typer.Exit(1)
 
 
+CSV_COLUMNS = (
+    "id", "created_at", "request_id", "tenant", "key_id", "endpoint", "requested_model", "data_level",
+    "declared_level", "labels", "decision", "eligible", "chosen_deployment", "chosen_jurisdiction",
+    "chosen_locality", "status", "http_status", "prompt_tokens", "completion_tokens", "tokens_estimated",
+    "cost_usd", "latency_ms", "policy_engine", "policy_revision", "chain_id", "seq",
+)  # fmt: skip
+
+
 @audit_app.command("export")
 def audit_export(
-    output: Annotated[Path, typer.Argument(help="JSONL file to write")],
+    output: Annotated[Path, typer.Argument(help="file to write")],
     config: ConfigOpt = Path("gateway.yaml"),
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", help="jsonl: chain entries + signed checkpoints (verifiable); csv: one row per request"
+        ),
+    ] = "jsonl",
 ) -> None:
-    """Export every entry and signed checkpoint as JSONL (verifiable with the public key only)."""
+    """Export the ledger as JSONL (verifiable with the public key only) or records as CSV."""
+    import csv
+
     from gateway.audit.store import AuditStore
 
+    if fmt not in ("jsonl", "csv"):
+        err.print("[bold red]error[/]: --format must be jsonl or csv")
+        raise typer.Exit(2)
     cfg = _load(config)
 
     async def run() -> int:
         store = AuditStore.from_url(_audit_url(cfg))
         n = 0
         try:
-            with output.open("w", encoding="utf-8") as fh:
-                async for item in store.export():
-                    fh.write(json.dumps(item, separators=(",", ":")) + "\n")
-                    n += 1
+            with output.open("w", encoding="utf-8", newline="") as fh:
+                if fmt == "jsonl":
+                    async for item in store.export():
+                        fh.write(json.dumps(item, separators=(",", ":")) + "\n")
+                        n += 1
+                else:
+                    writer = csv.DictWriter(fh, fieldnames=CSV_COLUMNS, extrasaction="ignore")
+                    writer.writeheader()
+                    async for record in store.iter_records():
+                        row = dict(record)
+                        row["labels"] = ";".join(record.get("labels") or [])
+                        row["eligible"] = ";".join(record.get("eligible") or [])
+                        writer.writerow(row)
+                        n += 1
         finally:
             await store.aclose()
         return n
 
-    typer.echo(f"wrote {asyncio.run(run())} lines to {output}")
+    typer.echo(f"wrote {asyncio.run(run())} {'lines' if fmt == 'jsonl' else 'records'} to {output}")
+
+
+@audit_app.command("report")
+def audit_report(
+    since: Annotated[str, typer.Option(help="period start, ISO 8601 (UTC if no offset)")],
+    until: Annotated[str, typer.Option(help="period end, exclusive")],
+    config: ConfigOpt = Path("gateway.yaml"),
+    out: Annotated[Path | None, typer.Option(help="write the signed report here (default: stdout)")] = None,
+) -> None:
+    """Signed evidence report: requests by destination jurisdiction x data level, and the count
+    of sensitive requests that left their allowed places (expected 0)."""
+    import datetime as dt
+
+    from gateway.audit.ledger import Signer
+    from gateway.audit.report import build_report, sign_report
+    from gateway.audit.store import AuditStore
+
+    cfg = _load(config)
+
+    def parse(value: str, name: str) -> dt.datetime:
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            err.print(f"[bold red]error[/]: --{name} is not an ISO 8601 time: {value!r}")
+            raise typer.Exit(2) from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+    start, end = parse(since, "since"), parse(until, "until")
+
+    async def run() -> list[dict[str, Any]]:
+        store = AuditStore.from_url(_audit_url(cfg))
+        try:
+            return [r async for r in store.iter_records(since=start, until=end)]
+        finally:
+            await store.aclose()
+
+    report = build_report(asyncio.run(run()), tenants=cfg.tenants, since=start, until=end)
+    signed = sign_report(report, Signer.from_file(Path(cfg.audit.signing_key_file), create=False))
+    text = json.dumps(signed, indent=2)
+    if out is None:
+        typer.echo(text)
+    else:
+        out.write_text(text + "\n", encoding="utf-8")
+        typer.echo(
+            f"wrote signed report to {out}: {report['requests']} requests, "
+            f"{report['sensitive_left_allowed']} sensitive requests outside allowed places"
+        )
+
+
+@audit_app.command("prune")
+def audit_prune(
+    older_than_days: Annotated[float, typer.Option(min=0, help="delete records older than this many days")],
+    config: ConfigOpt = Path("gateway.yaml"),
+) -> None:
+    """Retention: delete old records up to a signed checkpoint; what remains still verifies."""
+    import datetime as dt
+
+    from gateway.audit.store import AuditStore
+
+    cfg = _load(config)
+    cutoff = dt.datetime.now(dt.UTC) - dt.timedelta(days=older_than_days)
+
+    async def run() -> int:
+        store = AuditStore.from_url(_audit_url(cfg))
+        try:
+            return await store.prune(older_than=cutoff)
+        finally:
+            await store.aclose()
+
+    typer.echo(f"deleted {asyncio.run(run())} records older than {cutoff.isoformat()}")
 
 
 @audit_app.command("public-key")

@@ -9,6 +9,7 @@ only). :func:`load_config` validates it strictly (unknown keys are errors) and r
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,6 +24,7 @@ from gateway.errors import ConfigError
 __all__ = [
     "AliasConfig",
     "AuditConfig",
+    "ClassificationConfig",
     "DeploymentConfig",
     "GatewayConfig",
     "KeyConfig",
@@ -161,12 +163,16 @@ class TenantConfig(_Strict):
 
 
 class KeyConfig(_Strict):
-    """An API key, stored as ``sha256:<hex>`` of the key; the key itself is never stored."""
+    """An API key, stored as ``sha256:<hex>`` of the key; the key itself is never stored.
+
+    ``all_tenants``: for auditor keys, read every tenant's records (default: own tenant only).
+    """
 
     id: str
     hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     tenant: str
     roles: tuple[Literal["app", "admin", "auditor"], ...] = ("app",)
+    all_tenants: bool = False
 
 
 class PolicyConfig(_Strict):
@@ -175,6 +181,32 @@ class PolicyConfig(_Strict):
     engine: Literal["embedded"] = "embedded"
     path: str = "policies"
     timeout_ms: float = Field(default=1000.0, gt=0)
+
+
+_LABEL = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
+
+
+class ClassificationConfig(_Strict):
+    """Data classification: ``label_levels`` maps a label or label prefix (``secret``,
+    ``pii``, ``pii.email``) to the data level a match implies; the longest matching prefix
+    wins. Entries are merged over the defaults ``{secret: restricted, pii: confidential}``."""
+
+    label_levels: dict[str, str] = {}
+
+    @field_validator("label_levels")
+    @classmethod
+    def _label_levels(cls, value: dict[str, str]) -> dict[str, str]:
+        for label, level in value.items():
+            if not _LABEL.fullmatch(label):
+                raise ValueError(f"{label!r} is not a dotted label prefix such as 'pii' or 'pii.email'")
+            DataLevel.parse(level)
+        return {label: DataLevel.parse(level).label for label, level in value.items()}
+
+    def levels(self) -> dict[str, DataLevel]:
+        """The effective label prefix → level map (defaults, then the configured entries)."""
+        merged = {"secret": DataLevel.RESTRICTED, "pii": DataLevel.CONFIDENTIAL}
+        merged.update({label: DataLevel.parse(level) for label, level in self.label_levels.items()})
+        return merged
 
 
 class AuditConfig(_Strict):
@@ -202,6 +234,7 @@ class GatewayConfig(_Strict):
     server: ServerConfig = ServerConfig()
     policy: PolicyConfig = PolicyConfig()
     audit: AuditConfig = AuditConfig()
+    classification: ClassificationConfig = ClassificationConfig()
     deployments: tuple[DeploymentConfig, ...] = Field(min_length=1)
     aliases: dict[str, AliasConfig] = {}
     tenants: dict[str, TenantConfig] = Field(min_length=1)

@@ -48,12 +48,16 @@ class DataLevel(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who is calling: resolved from the API key. ``key_id`` is an id, never the key."""
+    """Who is calling: resolved from the API key. ``key_id`` is an id, never the key.
+
+    ``all_tenants``: an auditor key not bound to its tenant (sees every tenant's records).
+    """
 
     tenant: str
     key_id: str
     roles: tuple[str, ...]
     home_region: str
+    all_tenants: bool = False
 
     def policy_view(self) -> dict[str, Any]:
         """The ``input.principal`` object of the policy contract."""
@@ -132,6 +136,8 @@ class RequestContext:
     classification: Classification | None = None
     decision: Decision | None = None
     chosen: str | None = None
+    chosen_jurisdiction: str | None = None
+    chosen_locality: str | None = None
     attempts: list[Attempt] = field(default_factory=list)
     status: str = "pending"
     http_status: int | None = None

@@ -60,7 +60,7 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
     return Gateway(
         config=config,
         keyring=KeyRing(config.keys, config.tenants),
-        classifier=Classifier(),
+        classifier=Classifier.with_builtin(config.classification.levels()),
         engine=engine,
         executor=Executor(adapters),
         digester=digester,

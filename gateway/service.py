@@ -183,7 +183,7 @@ class Gateway:
         body = upstream_body(data)
         if request.stream:
             start = await self.executor.open_stream(ctx, planned, {**body, "stream_options": {"include_usage": True}})
-            ctx.chosen = start.deployment.id
+            _choose(ctx, start.deployment)
             include_usage = bool((request.stream_options or {}).get("include_usage"))
             return Outcome(
                 ctx,
@@ -192,7 +192,7 @@ class Gateway:
             )
 
         dep, response = await self.executor.complete(ctx, planned, body)
-        ctx.chosen = dep.id
+        _choose(ctx, dep)
         completion = _message_text(response)
         ctx.response_digest = self.digester.text(ctx.principal.tenant, completion)
         self._settle(ctx, dep, response.get("usage"), est_input=est_input, completion_text=completion)
@@ -297,6 +297,11 @@ class Gateway:
                 # record keeps status "pending" — visible to auditors as an unfinished request.
                 with contextlib.suppress(GatewayError):
                     await self.audit.record_outcome(ctx)
+
+
+def _choose(ctx: RequestContext, dep: DeploymentConfig) -> None:
+    """Record where the request went: deployment id, jurisdiction and locality."""
+    ctx.chosen, ctx.chosen_jurisdiction, ctx.chosen_locality = dep.id, dep.jurisdiction, dep.locality
 
 
 def upstream_body(data: Mapping[str, Any]) -> dict[str, Any]:

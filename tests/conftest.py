@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 APP_KEY = "sk-test-acme-app"
 AUDITOR_KEY = "sk-test-acme-auditor"
 OTHER_TENANT_KEY = "sk-test-globex-app"
+GLOBAL_AUDITOR_KEY = "sk-test-global-auditor"
 
 
 @pytest.fixture(scope="session")
@@ -152,6 +153,13 @@ def make_config(*, sim_a_url: str, sim_b_url: str, llama_url: str) -> dict[str, 
             {"id": "k_app", "hash": _hash(APP_KEY), "tenant": "acme-eu", "roles": ["app"]},
             {"id": "k_auditor", "hash": _hash(AUDITOR_KEY), "tenant": "acme-eu", "roles": ["auditor"]},
             {"id": "k_globex", "hash": _hash(OTHER_TENANT_KEY), "tenant": "globex-us", "roles": ["app"]},
+            {
+                "id": "k_global_auditor",
+                "hash": _hash(GLOBAL_AUDITOR_KEY),
+                "tenant": "acme-eu",
+                "roles": ["auditor"],
+                "all_tenants": True,
+            },
         ],
     }
 
@@ -159,8 +167,9 @@ def make_config(*, sim_a_url: str, sim_b_url: str, llama_url: str) -> dict[str, 
 class GatewayUnderTest:
     """A running gateway plus an HTTP client that counts every request it sends."""
 
-    def __init__(self, server: ThreadedServer, audit_url: str) -> None:
+    def __init__(self, server: ThreadedServer, audit_url: str, signing_key_file: str = "") -> None:
         self.server = server
+        self.signing_key_file = signing_key_file
         self.url = server.url
         self.audit_url = audit_url
         self.sent = 0
@@ -231,7 +240,7 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
         audit.setdefault("digest_secret_file", str(keys_dir / "audit-digest.key"))
         config = parse_config(document, source="test-gateway.yaml")
         app = create_app(config, Settings(audit_url=audit_url))
-        gut = GatewayUnderTest(ThreadedServer(app).start(), audit_url)
+        gut = GatewayUnderTest(ThreadedServer(app).start(), audit_url, config.audit.signing_key_file)
         started.append((gut, check_invariant))
         return gut
 

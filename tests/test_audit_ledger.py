@@ -113,8 +113,9 @@ TAMPERING: dict[str, tuple[list[str], int]] = {
     "inserted_duplicate": (
         [
             "INSERT INTO audit_entries (chain_id, seq, kind, request_id, created_at, tenant, status, data_level, "
-            "decision, chosen_deployment, prev_hash, record_hash, body) SELECT chain_id, 25, kind, request_id, "
-            "created_at, tenant, status, data_level, decision, chosen_deployment, prev_hash, record_hash, body "
+            "decision, chosen_deployment, jurisdiction, labels, prev_hash, record_hash, body) SELECT chain_id, 25, "
+            "kind, request_id, created_at, tenant, status, data_level, decision, chosen_deployment, jurisdiction, "
+            "labels, prev_hash, record_hash, body "
             "FROM audit_entries WHERE seq = 24",
         ],
         25,
@@ -195,3 +196,31 @@ def test_export_verifies_standalone_with_only_the_public_key(ledger_db: tuple[st
         [sys.executable, str(lone), str(export), "--public-key", str(pub)], capture_output=True, text=True, cwd=tmp_path
     )
     assert bad.returncode == 1 and "FAILED at seq 11" in bad.stdout
+
+
+async def test_retention_prunes_to_a_checkpoint_and_the_rest_still_verifies(db_url: str) -> None:
+    import datetime as dt
+
+    signer = Signer(Ed25519PrivateKey.generate())
+    store = AuditStore.from_url(db_url, signer, checkpoint_every=5)
+    base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
+    for i in range(REQUESTS):  # request i at base + i hours: seq 2i+1 (decision), 2i+2 (outcome)
+        ctx = _ctx(i)
+        ctx.created_at = base + i * 3600
+        await store.record_decision(ctx)
+        ctx.status = "ok"
+        await store.record_outcome(ctx)
+    await store.aclose()  # checkpoints at seq 5, 10, 15, 20 and a final one at 24
+
+    reader = AuditStore.from_url(db_url)
+    try:
+        cutoff = dt.datetime.fromtimestamp(base + 6.5 * 3600, tz=dt.UTC)  # requests 0..6 = seq 1..14
+        assert await reader.prune(older_than=cutoff) == 10  # up to the checkpoint at seq 10
+        report = await reader.verify([signer.public_key])
+        chain = _one_chain(report)
+        assert report.ok, report.summary()
+        assert chain.records == 14 and chain.pruned_through == 10
+        await _sql(db_url, "DELETE FROM audit_entries WHERE seq = 11")  # deleting the new oldest is caught
+        assert _one_chain(await reader.verify([signer.public_key])).first_bad_seq == 11
+    finally:
+        await reader.aclose()

@@ -95,6 +95,11 @@ async def test_decision_record_is_completed_in_place_and_filters_work(db_url: st
         assert [r["tenant"] for r in await store.list(status="denied")] == ["globex-us"]
         newest = await store.list(limit=1)
         assert newest[0]["tenant"] == "globex-us"
+        assert [r["tenant"] for r in await store.list(label="pii")] == ["globex-us", "acme-eu"]
+        assert len(await store.list(label="pii.email")) == 2
+        assert await store.list(label="pii.e") == [] and await store.list(label="secret") == []
+        assert len(await store.list(level="confidential", decision="allow")) == 2
+        assert await store.list(level="public") == []
         older = await store.list(before_id=newest[0]["id"])
         assert [r["seq"] for r in older] == [2]  # decision entry 1 superseded by its outcome entry 2
         assert [r["tenant"] for r in older] == ["acme-eu"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request
 
 from gateway.api.deps import GatewayDep
 from gateway.auth import require_role
+from gateway.errors import PermissionDenied
 
 __all__ = ["router"]
 
@@ -24,17 +26,49 @@ RecordStatus = Literal[
 async def list_decisions(
     request: Request,
     gateway: GatewayDep,
+    tenant: Annotated[str | None, Query(max_length=128)] = None,
     status: Annotated[RecordStatus | None, Query()] = None,
+    level: Annotated[Literal["public", "internal", "confidential", "restricted"] | None, Query()] = None,
+    label: Annotated[str | None, Query(max_length=128, pattern=r"^[a-z0-9_.]+$")] = None,
+    deployment: Annotated[str | None, Query(max_length=128)] = None,
+    jurisdiction: Annotated[str | None, Query(max_length=32)] = None,
+    decision: Annotated[Literal["allow", "deny"] | None, Query()] = None,
+    since: Annotated[dt.datetime | None, Query()] = None,
+    until: Annotated[dt.datetime | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     before_id: Annotated[int | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
-    """Decision records of the caller's tenant, newest first.
+    """Decision records, newest first, filtered; an auditor bound to a tenant sees only it.
 
-    ``before_id`` is the cursor: pass the response's ``next_before_id`` for the next page.
-    Raises 401 without a key, 403 without the auditor role.
+    ``since``/``until``: ISO 8601 times (until exclusive). ``label``: a label or prefix
+    (``pii``). ``before_id`` is the cursor: pass the response's ``next_before_id``.
+    Raises 401 without a key, 403 without the auditor role or for another tenant.
     """
     principal = gateway.keyring.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
     require_role(principal, "auditor")
-    rows = await gateway.audit.list(tenant=principal.tenant, status=status, limit=limit, before_id=before_id)
+    if not principal.all_tenants:
+        if tenant is not None and tenant != principal.tenant:
+            raise PermissionDenied(f"this auditor key is bound to tenant {principal.tenant!r}", param="tenant")
+        tenant = principal.tenant
+    rows = await gateway.audit.list(
+        tenant=tenant,
+        status=status,
+        level=level,
+        label=label,
+        deployment=deployment,
+        jurisdiction=jurisdiction,
+        decision=decision,
+        since=_utc(since),
+        until=_utc(until),
+        limit=limit,
+        before_id=before_id,
+    )
     next_cursor = rows[-1]["id"] if len(rows) == limit else None
     return {"object": "list", "data": rows, "next_before_id": next_cursor}
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    """Naive times are UTC."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=dt.UTC)

@@ -66,9 +66,7 @@ async def list_models(request: Request, gateway: GatewayDep) -> JSONResponse:
     return JSONResponse({"object": "list", "data": data})
 
 
-@router.api_route(
-    "/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
-)
+@router.api_route("/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
 async def unknown_route(path: str, request: Request, gateway: GatewayDep) -> Response:
     """Any other route: 404 (405 for a known path with another method) in the OpenAI shape.
 

@@ -22,6 +22,8 @@ reordered record (duplicate ``seq``, broken ``prev_hash`` link, or ``seq`` diffe
 body), truncation (a signed checkpoint beyond the last record, or one whose head hash differs),
 records appended after a chain's final checkpoint. Records after the last checkpoint of a
 running chain are linked but not yet signed: checkpoint often enough for your tolerance.
+Retention may remove a chain's oldest records up to a signed checkpoint; the chain then
+verifies from that checkpoint (its head hash is the first remaining record's prev_hash).
 Each problem names the first bad ``seq`` of its chain.
 """
 
@@ -60,6 +62,7 @@ class ChainReport:
     chain_id: str
     records: int = 0
     last_seq: int = 0
+    pruned_through: int = 0
     checkpoints: int = 0
     first_bad_seq: int | None = None
     problems: list[str] = field(default_factory=list)
@@ -98,12 +101,30 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _verify_chain(report: ChainReport, entries: list[Mapping[str, Any]]) -> dict[int, str]:
-    """Walk one chain in seq order; returns seq → record_hash for the verified prefix."""
+def _verify_chain(
+    report: ChainReport, entries: list[Mapping[str, Any]], anchors: Mapping[int, str]
+) -> dict[int, str]:
+    """Walk one chain in seq order; returns seq → record_hash for the verified prefix.
+
+    A chain whose oldest records were removed by retention starts right after a signed
+    checkpoint (``anchors``: seq → head_hash of checkpoints whose signature verified) whose
+    head hash is the first remaining record's ``prev_hash``.
+    """
     heads: dict[int, str] = {}
     prev = GENESIS
     expected = 1
-    for entry in sorted(entries, key=lambda e: int(e["seq"])):
+    ordered = sorted(entries, key=lambda e: int(e["seq"]))
+    if ordered and int(ordered[0]["seq"]) > 1:
+        first = int(ordered[0]["seq"])
+        if anchors.get(first - 1) == ordered[0]["prev_hash"]:
+            prev, expected = str(ordered[0]["prev_hash"]), first
+            report.last_seq = report.pruned_through = first - 1
+        elif any(a < first for a in anchors):
+            # pruned to an earlier checkpoint, then more was deleted: report from there
+            anchor = max(a for a in anchors if a < first)
+            prev, expected = anchors[anchor], anchor + 1
+            report.last_seq = report.pruned_through = anchor
+    for entry in ordered:
         seq = int(entry["seq"])
         if seq < expected:
             report.fail(seq, "duplicate seq (a record was inserted or reordered)")
@@ -135,6 +156,19 @@ def _verify_chain(report: ChainReport, entries: list[Mapping[str, Any]]) -> dict
     return heads
 
 
+def _signed(cp: Mapping[str, Any], keys: Mapping[str, Ed25519PublicKey] | None) -> bool:
+    """Whether a checkpoint's signature verifies (True when no keys are given)."""
+    if keys is None:
+        return True
+    try:
+        body = json.loads(str(cp["body"]))
+        key = keys[str(body.get("key_id"))]
+        key.verify(base64.b64decode(str(cp["signature"])), str(cp["body"]).encode("utf-8"))
+    except (KeyError, ValueError, InvalidSignature):
+        return False
+    return bool(body.get("seq") == int(cp["seq"]) and body.get("head_hash") == cp["head_hash"])
+
+
 def _verify_checkpoint(
     report: ChainReport,
     cp: Mapping[str, Any],
@@ -160,6 +194,9 @@ def _verify_checkpoint(
         except (InvalidSignature, ValueError):
             report.fail(seq, "checkpoint signature is invalid")
             return
+    if seq < report.pruned_through:
+        report.checkpoints += 1  # covers records removed by retention
+        return
     if seq > report.last_seq and report.first_bad_seq is None:
         problem = f"chain ends at seq {report.last_seq} but a signed checkpoint covers seq {seq} (truncated)"
         report.fail(report.last_seq + 1, problem)
@@ -193,7 +230,8 @@ def verify(
     chains: dict[str, ChainReport] = {}
     for chain_id in sorted(set(by_chain) | set(cps)):
         report = ChainReport(chain_id)
-        heads = _verify_chain(report, by_chain.get(chain_id, []))
+        anchors = {int(cp["seq"]): str(cp["head_hash"]) for cp in cps.get(chain_id, []) if _signed(cp, keys)}
+        heads = _verify_chain(report, by_chain.get(chain_id, []), anchors)
         for cp in sorted(cps.get(chain_id, []), key=lambda c: int(c["seq"])):
             _verify_checkpoint(report, cp, heads, keys)
         chains[chain_id] = report

@@ -42,7 +42,22 @@ from gateway.audit.chainverify import GENESIS, key_id
 from gateway.audit.models import checkpoints, entries
 from gateway.errors import AuditUnavailable
 
-__all__ = ["Ledger", "Signer", "canonical"]
+__all__ = ["Ledger", "Signer", "canonical", "projection"]
+
+
+def projection(record: dict[str, Any]) -> dict[str, Any]:
+    """The queryable columns of an entry, derived from its record (verify re-derives and
+    compares them). ``labels`` is ``",a,b,"`` so a label or label prefix matches with LIKE."""
+    labels = record.get("labels") or []
+    return {
+        "tenant": record.get("tenant"),
+        "status": record.get("status") or "pending",
+        "data_level": record.get("data_level"),
+        "decision": record.get("decision"),
+        "chosen_deployment": record.get("chosen_deployment"),
+        "jurisdiction": record.get("chosen_jurisdiction"),
+        "labels": "," + "".join(f"{label}," for label in labels),
+    }
 
 
 def canonical(obj: Any) -> str:
@@ -178,7 +193,6 @@ class Ledger:
                 }
             )
             digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
-            rec = item.record
             rows.append(
                 {
                     "chain_id": self.chain_id,
@@ -186,11 +200,7 @@ class Ledger:
                     "kind": item.kind,
                     "request_id": item.request_id,
                     "created_at": item.created_at,
-                    "tenant": rec.get("tenant"),
-                    "status": rec.get("status") or "pending",
-                    "data_level": rec.get("data_level"),
-                    "decision": rec.get("decision"),
-                    "chosen_deployment": rec.get("chosen_deployment"),
+                    **projection(item.record),
                     "prev_hash": prev,
                     "record_hash": digest,
                     "body": body,

@@ -41,6 +41,8 @@ entries = Table(
     Column("data_level", String(16)),
     Column("decision", String(8)),
     Column("chosen_deployment", String(128)),
+    Column("jurisdiction", String(32)),
+    Column("labels", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("record_hash", String(64), nullable=False),
     Column("body", Text, nullable=False),

@@ -19,20 +19,18 @@ from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, event, exists, func, or_, select
+from sqlalchemy import and_, delete, event, exists, func, or_, select
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from gateway.audit.chainverify import Report, verify
-from gateway.audit.ledger import Ledger, Signer
+from gateway.audit.ledger import Ledger, Signer, projection
 from gateway.audit.models import checkpoints, entries
 from gateway.context import RequestContext
 from gateway.errors import AuditUnavailable
 
 __all__ = ["AuditStore", "make_engine", "record_of"]
-
-_PROJECTED = ("tenant", "status", "data_level", "decision", "chosen_deployment")
 
 
 def make_engine(url: str) -> AsyncEngine:
@@ -77,6 +75,8 @@ def record_of(ctx: RequestContext) -> dict[str, Any]:
         "excluded": dec.excluded if dec else {},
         "reasons": reasons,
         "chosen_deployment": ctx.chosen,
+        "chosen_jurisdiction": ctx.chosen_jurisdiction,
+        "chosen_locality": ctx.chosen_locality,
         "attempts": [a.as_record() for a in ctx.attempts],
         "status": ctx.status,
         "http_status": ctx.http_status,
@@ -165,12 +165,21 @@ class AuditStore:
         *,
         tenant: str | None = None,
         status: str | None = None,
+        level: str | None = None,
+        label: str | None = None,
+        deployment: str | None = None,
+        jurisdiction: str | None = None,
+        decision: str | None = None,
+        since: dt.datetime | None = None,
+        until: dt.datetime | None = None,
         limit: int = 50,
         before_id: int | None = None,
     ) -> list[dict[str, Any]]:
-        """One record per request, newest first; ``before_id`` is the cursor (``id`` of the
-        last record of the previous page). Each record carries ``id``, ``chain_id``, ``seq``,
-        ``request_id``, ``created_at`` and the fields of :func:`record_of`."""
+        """One record per request, newest first, filtered; ``before_id`` is the cursor (``id``
+        of the last record of the previous page). ``label`` matches a label or a label prefix
+        (``pii`` matches ``pii.email``); ``since``/``until`` bound ``created_at`` (until
+        exclusive). Each record carries ``id``, ``chain_id``, ``seq``, ``request_id``,
+        ``created_at`` and the fields of :func:`record_of`."""
         e, o = entries, entries.alias("o")
         has_outcome = exists().where(and_(o.c.request_id == e.c.request_id, o.c.kind == "outcome"))
         query = (
@@ -179,10 +188,27 @@ class AuditStore:
             .order_by(e.c.id.desc())
             .limit(limit)
         )
-        if tenant is not None:
-            query = query.where(e.c.tenant == tenant)
-        if status is not None:
-            query = query.where(e.c.status == status)
+        for column, value in (
+            (e.c.tenant, tenant),
+            (e.c.status, status),
+            (e.c.data_level, level),
+            (e.c.chosen_deployment, deployment),
+            (e.c.jurisdiction, jurisdiction),
+            (e.c.decision, decision),
+        ):
+            if value is not None:
+                query = query.where(column == value)
+        if label is not None:
+            query = query.where(
+                or_(
+                    e.c.labels.contains(f",{label},", autoescape=True),
+                    e.c.labels.contains(f",{label}.", autoescape=True),
+                )
+            )
+        if since is not None:
+            query = query.where(e.c.created_at >= since)
+        if until is not None:
+            query = query.where(e.c.created_at < until)
         if before_id is not None:
             query = query.where(e.c.id < before_id)
         try:
@@ -205,6 +231,17 @@ class AuditStore:
             )
             out.append(record)
         return out
+
+    async def iter_records(self, **filters: Any) -> AsyncIterator[dict[str, Any]]:
+        """Every record matching ``filters`` (as :meth:`list`), newest first, page by page."""
+        before: int | None = None
+        while True:
+            page = await self.list(**filters, limit=500, before_id=before)
+            for record in page:
+                yield record
+            if len(page) < 500:
+                return
+            before = page[-1]["id"]
 
     async def count(self) -> int:
         """Number of requests recorded (distinct request ids)."""
@@ -234,12 +271,11 @@ class AuditStore:
             async for row in result:
                 items.append(_entry_dict(row))
                 try:
-                    record = json.loads(row.body).get("record", {})
-                except ValueError:
+                    expected = projection(json.loads(row.body).get("record", {}))
+                except (ValueError, AttributeError):
                     continue  # reported by the chain walk
-                for name in _PROJECTED:
-                    expected = record.get(name) if name != "status" else (record.get(name) or "pending")
-                    if getattr(row, name) != expected:
+                for name, value in expected.items():
+                    if getattr(row, name) != value:
                         mismatched.append((row.chain_id, int(row.seq), name))
             result = await conn.stream(select(checkpoints))
             async for row in result:
@@ -248,6 +284,40 @@ class AuditStore:
         for chain_id, seq, name in mismatched:
             report.chains[chain_id].fail(seq, f"column {name} differs from the hashed body (modified)")
         return report
+
+    async def prune(self, *, older_than: dt.datetime) -> int:
+        """Retention: delete records older than ``older_than`` without breaking verification.
+
+        Per chain, deletes the records up to the newest signed checkpoint whose records are
+        all older than the cutoff, and the checkpoints before it; that checkpoint stays as the
+        anchor the remaining records verify from. A chain whose records are all removed is
+        removed with its checkpoints. Returns the number of records deleted.
+        """
+        deleted = 0
+        try:
+            async with self._engine.begin() as conn:
+                chains = (await conn.execute(select(checkpoints.c.chain_id).distinct())).scalars().all()
+                for chain_id in chains:
+                    in_chain = entries.c.chain_id == chain_id
+                    newer = select(func.min(entries.c.seq)).where(in_chain, entries.c.created_at >= older_than)
+                    first_new = (await conn.execute(newer)).scalar()
+                    anchor_query = select(func.max(checkpoints.c.seq)).where(checkpoints.c.chain_id == chain_id)
+                    if first_new is not None:
+                        anchor_query = anchor_query.where(checkpoints.c.seq < first_new)
+                    anchor = (await conn.execute(anchor_query)).scalar()
+                    if anchor is None:
+                        continue
+                    last = (await conn.execute(select(func.max(entries.c.seq)).where(in_chain))).scalar() or 0
+                    removed = await conn.execute(delete(entries).where(in_chain, entries.c.seq <= anchor))
+                    deleted += int(removed.rowcount or 0)
+                    cp_in_chain = checkpoints.c.chain_id == chain_id
+                    if anchor >= last and (self._ledger is None or self._ledger.chain_id != chain_id):
+                        await conn.execute(delete(checkpoints).where(cp_in_chain))
+                    else:
+                        await conn.execute(delete(checkpoints).where(cp_in_chain, checkpoints.c.seq < anchor))
+        except (SQLAlchemyError, OSError) as exc:
+            raise AuditUnavailable(f"audit store unavailable: {type(exc).__name__}") from exc
+        return deleted
 
     async def aclose(self) -> None:
         """Flush the ledger (final signed checkpoint) and dispose the connection pool."""

@@ -32,6 +32,8 @@ def upgrade() -> None:
         sa.Column("data_level", sa.String(16)),
         sa.Column("decision", sa.String(8)),
         sa.Column("chosen_deployment", sa.String(128)),
+        sa.Column("jurisdiction", sa.String(32)),
+        sa.Column("labels", sa.Text, nullable=False),
         sa.Column("prev_hash", sa.String(64), nullable=False),
         sa.Column("record_hash", sa.String(64), nullable=False),
         sa.Column("body", sa.Text, nullable=False),
