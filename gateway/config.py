@@ -131,11 +131,16 @@ class ResidencyRule(_Strict):
 
 
 class TenantConfig(_Strict):
-    """A tenant: home region, default (floor) data level and per-level residency rules."""
+    """A tenant: home region, default (floor) data level and per-level residency rules.
+
+    ``capture_prompts``: ask the policy to oblige encrypted prompt capture for this tenant
+    (needs ``audit.capture_public_key_file``).
+    """
 
     home_region: str
     default_level: str = "internal"
     allowed: dict[str, ResidencyRule]
+    capture_prompts: bool = False
 
     @field_validator("default_level")
     @classmethod
@@ -159,6 +164,7 @@ class TenantConfig(_Strict):
         return {
             "floor": self.default_level,
             "allowed": {k: v.model_dump(exclude_none=True) for k, v in self.allowed.items()},
+            "capture_prompts": self.capture_prompts,
         }
 
 
@@ -212,12 +218,14 @@ class ClassificationConfig(_Strict):
 class AuditConfig(_Strict):
     """Audit store: an SQLAlchemy async URL (relative sqlite paths are relative to cwd), the
     Ed25519 checkpoint signing key (PEM; created with mode 0600 if missing — mount a real
-    secret in production), the secret keying prompt/response HMAC digests (same), and how
-    often the chain head is signed (entries, seconds)."""
+    secret in production), the secret keying prompt/response HMAC digests (same), the
+    auditors' X25519 public key (PEM) for prompt capture obligations, and how often the chain
+    head is signed (entries, seconds)."""
 
     url: str = "sqlite+aiosqlite:///.gateway/audit.db"
     signing_key_file: str = ".gateway/audit-signing-key.pem"
     digest_secret_file: str = ".gateway/audit-digest.key"
+    capture_public_key_file: str | None = None
     checkpoint_every: int = Field(default=1000, ge=1)
     checkpoint_interval_s: float = Field(default=10.0, gt=0)
 

@@ -147,6 +147,7 @@ class RequestContext:
     tokens_estimated: bool = False
     cost_usd: float | None = None
     prompt_digest: str | None = None
+    prompt_capture: dict[str, str] | None = None
     response_digest: str | None = None
     stream: bool = False
 

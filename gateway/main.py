@@ -22,6 +22,7 @@ from adapters import create_adapter
 from gateway.api import audit as audit_routes
 from gateway.api import openai as openai_routes
 from gateway.api.errors import install_error_handlers
+from gateway.audit.capture import PromptSealer
 from gateway.audit.digest import Digester
 from gateway.audit.ledger import Signer
 from gateway.audit.store import AuditStore
@@ -55,6 +56,12 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         digester = Digester.from_file(Path(config.audit.digest_secret_file))
     except (OSError, ValueError) as exc:
         raise ConfigError(config.source, "audit.digest_secret_file", str(exc)) from exc
+    sealer = None
+    if config.audit.capture_public_key_file:
+        try:
+            sealer = PromptSealer.from_file(Path(config.audit.capture_public_key_file))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(config.source, "audit.capture_public_key_file", str(exc)) from exc
     kinds = sorted({d.adapter for d in config.deployments})
     adapters = {kind: create_adapter(kind) for kind in kinds}
     return Gateway(
@@ -64,6 +71,7 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         engine=engine,
         executor=Executor(adapters),
         digester=digester,
+        sealer=sealer,
         audit=AuditStore.from_url(
             audit_url or config.audit.url,
             signer,

@@ -20,13 +20,15 @@ from typing import Any
 import anyio
 
 from adapters import AdapterError
+from gateway.audit.capture import PromptSealer
 from gateway.audit.digest import Digester
+from gateway.audit.ledger import canonical
 from gateway.audit.store import AuditStore
 from gateway.auth import KeyRing, require_role
 from gateway.classify import Classifier, request_texts
 from gateway.config import DeploymentConfig, GatewayConfig
 from gateway.context import DataLevel, RequestContext
-from gateway.errors import GatewayError, InvalidRequest, NotFound, PolicyDenied
+from gateway.errors import GatewayError, InvalidRequest, NotFound, PolicyDenied, PolicyUnavailable
 from gateway.execute import Executor, StreamStart
 from gateway.policy import PolicyEngine, build_input
 from gateway.routing import estimated_cost_usd, plan
@@ -74,6 +76,7 @@ class Gateway:
         executor: Executor,
         audit: AuditStore,
         digester: Digester,
+        sealer: PromptSealer | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
@@ -83,6 +86,7 @@ class Gateway:
         self.executor = executor
         self.audit = audit
         self.digester = digester
+        self.sealer = sealer
         self._rng = rng or random.Random()
 
     async def chat(self, ctx: RequestContext, raw: bytes, headers: Mapping[str, str]) -> Outcome:
@@ -177,6 +181,12 @@ class Gateway:
             max_output_tokens=max_output,
             rng=self._rng,
         )
+        if decision.obligations.get("capture_prompt"):
+            if self.sealer is None:
+                raise PolicyUnavailable(
+                    "the policy requires encrypted prompt capture but audit.capture_public_key_file is not set"
+                )
+            ctx.prompt_capture = self.sealer.seal(canonical(data["messages"]).encode("utf-8"))
         # Write-ahead: the decision is durable before any byte leaves for a deployment.
         await self.audit.record_decision(ctx)
 

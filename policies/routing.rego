@@ -155,10 +155,17 @@ reasons := ["no deployment is eligible for this request"] if {
 	count(eligible) == 0
 } else := [sprintf("%d of %d deployments eligible for %s data", [count(eligible), count(input.deployments), input.data.level])]
 
+# METADATA
+# title: Encrypted prompt capture
+# description: Tenants that opted in get their prompts sealed to the auditors' key in the record.
+obligations := {"capture_prompt": true} if {
+	input.tenant.capture_prompts == true
+} else := {}
+
 decision := {
 	"allow": count(eligible) > 0,
 	"eligible": eligible,
 	"excluded": excluded,
-	"obligations": {},
+	"obligations": obligations,
 	"reasons": reasons,
 }

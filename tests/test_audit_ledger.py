@@ -20,6 +20,7 @@ from gateway.audit.ledger import Signer
 from gateway.audit.store import AuditStore, make_engine
 from gateway.cli import migrate_database
 from gateway.context import Attempt, Classification, DataLevel, Decision, Principal, RequestContext
+from gateway.errors import AuditUnavailable
 from tests.conftest import ROOT
 
 REQUESTS = 12  # two entries each (decision + outcome): seq 1..24
@@ -224,3 +225,52 @@ async def test_retention_prunes_to_a_checkpoint_and_the_rest_still_verifies(db_u
         assert _one_chain(await reader.verify([signer.public_key])).first_bad_seq == 11
     finally:
         await reader.aclose()
+
+
+CANONICAL_CASES: list[Any] = [
+    {"b": 1, "a": [True, False, None], "c": {"z": 0.5, "y": -0.0, "x": 3.0}},
+    {"floats": [0.1, 1e-4, 9.999e-5, 1e15, 1e16, 1e21, 123456789.125, -2.5e-7, 5e-324]},
+    {"ints": [0, -1, 2**53 - 1, -(2**53 - 1)], "big": 12345678901234},
+    {"text": 'quote " backslash \\ slash / tab \t nl \n ctrl \x01 del \x7f é 中 😀 \u2028'},
+    {"é": 1, "e": 2, "\U0001f600": 3, "\uffff": 4, "": 5},
+    {"nested": [[{"k": [1, {"j": "v"}]}]], "labels": ["pii.email", "pii.iban"]},
+    [],
+    {},
+]
+
+
+@pytest.mark.parametrize("value", CANONICAL_CASES)
+def test_fast_canonical_json_matches_the_rfc8785_reference(value: Any) -> None:
+    import rfc8785
+
+    from gateway.audit.ledger import canonical
+
+    assert canonical(value) == rfc8785.dumps(value).decode()
+
+
+async def test_stored_bodies_are_exactly_rfc8785_of_themselves(ledger_db: tuple[str, Signer]) -> None:
+    import rfc8785
+
+    url, _ = ledger_db
+    store = AuditStore.from_url(url)
+    try:
+        items = [item async for item in store.export() if item["type"] == "entry"]
+    finally:
+        await store.aclose()
+    assert items
+    for item in items:
+        assert rfc8785.dumps(json.loads(item["body"])).decode() == item["body"]
+
+
+async def test_an_unserialisable_record_fails_its_own_request_only(db_url: str) -> None:
+    signer = Signer(Ed25519PrivateKey.generate())
+    store = AuditStore.from_url(db_url, signer)
+    try:
+        bad = _ctx(0)
+        bad.prompt_tokens = 2**80  # e.g. a hostile upstream's usage: beyond I-JSON's range
+        with pytest.raises(AuditUnavailable):
+            await store.record_outcome(bad)
+        await store.record_outcome(_ctx(1))  # the writer is unharmed
+        assert await store.count() == 1
+    finally:
+        await store.aclose()

@@ -18,7 +18,9 @@ import base64
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import os
+import re
 import socket
 import uuid
 from dataclasses import dataclass
@@ -60,9 +62,60 @@ def projection(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+_FAST_JSON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_ASTRAL = re.compile("[\U00010000-\U0010ffff]")
+
+
+class _NeedsReference(Exception):
+    """A value the fast path cannot write exactly as RFC 8785 does."""
+
+
+def _jcs_ready(obj: Any) -> Any:
+    """``obj`` with whole floats as ints; raises _NeedsReference where stdlib json output would
+    differ from RFC 8785 (exponent-range or non-finite floats, ints beyond 2^53, unpaired
+    surrogates, keys outside the BMP — JCS sorts keys by UTF-16 code units)."""
+    if isinstance(obj, str):
+        if _SURROGATE.search(obj):
+            raise _NeedsReference
+        return obj
+    if obj is None or isinstance(obj, bool):
+        return obj
+    if isinstance(obj, int):
+        if abs(obj) >= 2**53:
+            raise _NeedsReference
+        return obj
+    if isinstance(obj, float):
+        if obj.is_integer() and abs(obj) < 1e16:
+            return int(obj)
+        magnitude = abs(obj)
+        if not (1e-4 <= magnitude < 1e16):  # also NaN and infinities
+            raise _NeedsReference
+        return obj
+    if isinstance(obj, dict):
+        out = {}
+        for key, value in obj.items():
+            if not isinstance(key, str) or _ASTRAL.search(key) or _SURROGATE.search(key):
+                raise _NeedsReference
+            out[key] = _jcs_ready(value)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_jcs_ready(v) for v in obj]
+    raise _NeedsReference
+
+
 def canonical(obj: Any) -> str:
-    """RFC 8785 (JSON Canonicalization Scheme) text of ``obj``: the bytes that get hashed."""
-    return rfc8785.dumps(obj).decode("utf-8")
+    """RFC 8785 (JSON Canonicalization Scheme) text of ``obj``: the bytes that get hashed.
+
+    Fast path: stdlib json with sorted keys, which matches RFC 8785 for the values audit
+    records hold (about 4x faster than the reference); anything else goes to the reference
+    implementation (the ``rfc8785`` package), which raises ValueError-like errors for values
+    JSON cannot carry. A test checks both give identical bytes.
+    """
+    try:
+        return _FAST_JSON.encode(_jcs_ready(obj))
+    except _NeedsReference:
+        return rfc8785.dumps(obj).decode("utf-8")
 
 
 class Signer:
@@ -109,6 +162,7 @@ class _Pending:
     request_id: str
     created_at: dt.datetime
     record: dict[str, Any]
+    record_json: str  # canonical(record), computed in the caller's task
     done: asyncio.Future[None]
 
 
@@ -138,6 +192,7 @@ class Ledger:
         self._engine = engine
         self.signer = signer
         self.chain_id = chain_id or new_chain_id()
+        self._chain_json = canonical(self.chain_id)
         self._max_batch = max_batch
         self._checkpoint_every = checkpoint_every
         self._checkpoint_interval_s = checkpoint_interval_s
@@ -148,11 +203,19 @@ class Ledger:
         self._checkpointed_seq = 0
 
     async def append(self, kind: str, request_id: str, created_at: dt.datetime, record: dict[str, Any]) -> None:
-        """Append one entry and return once it is committed. Raises AuditUnavailable."""
+        """Append one entry and return once it is committed.
+
+        Raises AuditUnavailable if the database cannot commit it, or if the record holds a
+        value JSON cannot represent (so the request fails closed, alone).
+        """
+        try:
+            record_json = canonical(record)
+        except Exception as exc:  # rfc8785 raises its own error classes for unrepresentable values
+            raise AuditUnavailable(f"audit record cannot be serialised: {type(exc).__name__}") from exc
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"audit-ledger-{self.chain_id}")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(kind, request_id, created_at, record, done))
+        self._queue.put_nowait(_Pending(kind, request_id, created_at, record, record_json, done))
         await asyncio.shield(done)
 
     async def _run(self) -> None:
@@ -181,16 +244,12 @@ class Ledger:
         seq, prev = self.head_seq, self.head_hash
         for item in batch:
             seq += 1
-            body = canonical(
-                {
-                    "chain_id": self.chain_id,
-                    "seq": seq,
-                    "kind": item.kind,
-                    "request_id": item.request_id,
-                    "prev_hash": prev,
-                    "created_at": item.created_at.isoformat(),
-                    "record": item.record,
-                }
+            # The RFC 8785 text of {chain_id, created_at, kind, prev_hash, record, request_id,
+            # seq}: keys in sorted order, the record already canonical.
+            body = (
+                f'{{"chain_id":{self._chain_json},"created_at":{canonical(item.created_at.isoformat())},'
+                f'"kind":{canonical(item.kind)},"prev_hash":"{prev}","record":{item.record_json},'
+                f'"request_id":{canonical(item.request_id)},"seq":{seq}}}'
             )
             digest = hashlib.sha256(body.encode("utf-8")).hexdigest()
             rows.append(

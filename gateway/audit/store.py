@@ -87,8 +87,10 @@ def record_of(ctx: RequestContext) -> dict[str, Any]:
         "tokens_estimated": ctx.tokens_estimated,
         "cost_usd": ctx.cost_usd,
         "latency_ms": round(ctx.elapsed_ms(), 2),
+        "obligations": dec.obligations if dec else {},
         "prompt_hmac": ctx.prompt_digest,
         "response_hmac": ctx.response_digest,
+        "prompt_capture": ctx.prompt_capture,
     }
 
 
