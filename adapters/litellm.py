@@ -9,7 +9,8 @@ cost map"), so this module sets it before the (lazy) import.
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 from adapters.base import (
@@ -21,7 +22,7 @@ from adapters.base import (
     UpstreamTimeout,
 )
 
-__all__ = ["LiteLLMAdapter", "import_litellm"]
+__all__ = ["LITELLM_ERRORS", "LiteLLMAdapter", "import_litellm"]
 
 
 def import_litellm() -> Any:
@@ -35,18 +36,75 @@ def import_litellm() -> Any:
     return litellm
 
 
+_BY_STATUS = "status"  # map by the exception's HTTP status_code (retryable for 5xx and 429 only)
+
+LITELLM_ERRORS: Mapping[str, type[AdapterError] | str] = MappingProxyType(
+    {
+        # transport
+        "Timeout": UpstreamTimeout,
+        "APIConnectionError": UpstreamConnectError,
+        "MidStreamFallbackError": UpstreamConnectError,
+        # the provider answered an HTTP error: keep its status
+        "APIError": _BY_STATUS,
+        "AuthenticationError": _BY_STATUS,
+        "BadGatewayError": _BY_STATUS,
+        "BadRequestError": _BY_STATUS,
+        "CallerCredentialAuthenticationError": _BY_STATUS,
+        "CallerCredentialRateLimitError": _BY_STATUS,
+        "ContentPolicyViolationError": _BY_STATUS,
+        "ContextWindowExceededError": _BY_STATUS,
+        "EndpointNotSupportedByModelError": _BY_STATUS,
+        "ImageFetchError": _BY_STATUS,
+        "InternalServerError": _BY_STATUS,
+        "InvalidRequestError": _BY_STATUS,
+        "JSONSchemaValidationError": _BY_STATUS,
+        "MalformedRequestFieldError": _BY_STATUS,
+        "NotFoundError": _BY_STATUS,
+        "PaymentRequiredError": _BY_STATUS,
+        "PermissionDeniedError": _BY_STATUS,
+        "RateLimitError": _BY_STATUS,
+        "RejectedRequestError": _BY_STATUS,
+        "ServiceUnavailableError": _BY_STATUS,
+        "UnprocessableEntityError": _BY_STATUS,
+        "UnsupportedEndpointError": _BY_STATUS,
+        "UnsupportedParamsError": _BY_STATUS,
+        # litellm-internal conditions or an answer that is not the wire format
+        "APIResponseValidationError": UpstreamProtocolError,
+        "BlockedPiiEntityError": UpstreamProtocolError,
+        "BudgetExceededError": UpstreamProtocolError,
+        "GuardrailRaisedException": UpstreamProtocolError,
+        "LiteLLMUnknownProvider": UpstreamProtocolError,
+        "MockException": UpstreamProtocolError,
+        "ModelNotMappedError": UpstreamProtocolError,
+        "ModifyResponseException": UpstreamProtocolError,
+        "OpenAIError": UpstreamProtocolError,
+        "SensitiveDataRouteException": UpstreamProtocolError,
+        "VectorStoreSearchError": UpstreamProtocolError,
+    }
+)
+"""Every exception class in ``litellm.exceptions`` (by name) → the adapter error it becomes;
+a test fails when a litellm upgrade adds a class missing here."""
+
+
 def _map_error(exc: Exception) -> AdapterError:
     """Map a litellm / openai-SDK exception to the adapter error tree."""
-    name = type(exc).__name__
     status = getattr(exc, "status_code", None)
     message = str(getattr(exc, "message", None) or exc)[:2000]
-    if "Timeout" in name:
+    for cls in type(exc).__mro__:
+        kind = LITELLM_ERRORS.get(cls.__name__)
+        if kind is None:
+            continue
+        if kind == _BY_STATUS:
+            if isinstance(status, int) and status >= 400:
+                return UpstreamHTTPError(message, status=status)
+            return UpstreamProtocolError(f"{type(exc).__name__}: {message}")
+        assert not isinstance(kind, str)
+        return kind(message)
+    if "Timeout" in type(exc).__name__:
         return UpstreamTimeout(message)
-    if name == "APIConnectionError":
-        return UpstreamConnectError(message)
     if isinstance(status, int) and status >= 400:
         return UpstreamHTTPError(message, status=status)
-    return UpstreamProtocolError(f"{name}: {message}")
+    return UpstreamProtocolError(f"{type(exc).__name__}: {message}")
 
 
 class LiteLLMAdapter:

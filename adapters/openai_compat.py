@@ -9,12 +9,14 @@ Mistral and OpenAI itself: ``POST {api_base}/chat/completions`` with a Bearer ke
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import httpx
 
 from adapters.base import (
+    AdapterError,
     Target,
     UpstreamConnectError,
     UpstreamHTTPError,
@@ -22,7 +24,58 @@ from adapters.base import (
     UpstreamTimeout,
 )
 
-__all__ = ["OpenAICompatAdapter"]
+__all__ = ["HTTPX_ERRORS", "OpenAICompatAdapter", "map_httpx_error"]
+
+HTTPX_ERRORS: Mapping[type[Exception], type[AdapterError]] = MappingProxyType(
+    {
+        # timeouts: no answer, or no next stream chunk, in time
+        httpx.TimeoutException: UpstreamTimeout,
+        httpx.ConnectTimeout: UpstreamTimeout,
+        httpx.ReadTimeout: UpstreamTimeout,
+        httpx.WriteTimeout: UpstreamTimeout,
+        httpx.PoolTimeout: UpstreamTimeout,
+        # the connection failed or broke before a complete answer
+        httpx.HTTPError: UpstreamConnectError,
+        httpx.RequestError: UpstreamConnectError,
+        httpx.TransportError: UpstreamConnectError,
+        httpx.NetworkError: UpstreamConnectError,
+        httpx.ConnectError: UpstreamConnectError,
+        httpx.ReadError: UpstreamConnectError,
+        httpx.WriteError: UpstreamConnectError,
+        httpx.CloseError: UpstreamConnectError,
+        httpx.ProtocolError: UpstreamConnectError,
+        httpx.RemoteProtocolError: UpstreamConnectError,
+        httpx.LocalProtocolError: UpstreamConnectError,
+        httpx.ProxyError: UpstreamConnectError,
+        httpx.UnsupportedProtocol: UpstreamConnectError,
+        httpx.InvalidURL: UpstreamConnectError,
+        # an answer arrived but is not usable
+        httpx.DecodingError: UpstreamProtocolError,
+        httpx.TooManyRedirects: UpstreamProtocolError,
+        httpx.HTTPStatusError: UpstreamProtocolError,
+        httpx.CookieConflict: UpstreamProtocolError,
+        httpx.StreamError: UpstreamProtocolError,
+        httpx.StreamConsumed: UpstreamProtocolError,
+        httpx.StreamClosed: UpstreamProtocolError,
+        httpx.ResponseNotRead: UpstreamProtocolError,
+        httpx.RequestNotRead: UpstreamProtocolError,
+    }
+)
+"""Every exception class httpx exports → the adapter error it becomes (a test fails when an
+httpx upgrade adds a class missing here)."""
+
+_HTTPX_CATCH = (httpx.HTTPError, httpx.InvalidURL, httpx.CookieConflict, httpx.StreamError)
+
+
+def map_httpx_error(exc: Exception, *, timeout_s: float) -> AdapterError:
+    """The adapter error for an httpx exception (most specific mapped class in its MRO)."""
+    for cls in type(exc).__mro__:
+        kind = HTTPX_ERRORS.get(cls)
+        if kind is not None:
+            if kind is UpstreamTimeout:
+                return UpstreamTimeout(f"no answer within {timeout_s:g}s ({type(exc).__name__})")
+            return kind(f"{type(exc).__name__}: {str(exc)[:300]}" if str(exc) else type(exc).__name__)
+    return UpstreamProtocolError(f"unexpected HTTP client error {type(exc).__name__}")
 
 
 def _upstream_message(response: httpx.Response) -> str:
@@ -74,10 +127,8 @@ class OpenAICompatAdapter:
         """
         try:
             response = await self._client.send(self._request(target, body))
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"timed out after {target.timeout_s:g}s") from exc
-        except httpx.TransportError as exc:
-            raise UpstreamConnectError(f"connection failed: {type(exc).__name__}") from exc
+        except _HTTPX_CATCH as exc:
+            raise map_httpx_error(exc, timeout_s=target.timeout_s) from exc
         if response.status_code >= 400:
             raise UpstreamHTTPError(_upstream_message(response), status=response.status_code)
         try:
@@ -95,13 +146,10 @@ class OpenAICompatAdapter:
         not JSON raises UpstreamProtocolError; no chunk within ``timeout_s`` raises
         UpstreamTimeout.
         """
-        request = self._request(target, {**body, "stream": True})
         try:
-            response = await self._client.send(request, stream=True)
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"timed out after {target.timeout_s:g}s") from exc
-        except httpx.TransportError as exc:
-            raise UpstreamConnectError(f"connection failed: {type(exc).__name__}") from exc
+            response = await self._client.send(self._request(target, {**body, "stream": True}), stream=True)
+        except _HTTPX_CATCH as exc:
+            raise map_httpx_error(exc, timeout_s=target.timeout_s) from exc
         try:
             if response.status_code >= 400:
                 await response.aread()
@@ -125,10 +173,8 @@ class OpenAICompatAdapter:
                 yield chunk
             if not done:
                 raise UpstreamConnectError("upstream closed the stream before [DONE]")
-        except httpx.TimeoutException as exc:
-            raise UpstreamTimeout(f"no stream data for {target.timeout_s:g}s") from exc
-        except httpx.TransportError as exc:
-            raise UpstreamConnectError(f"stream broken: {type(exc).__name__}") from exc
+        except _HTTPX_CATCH as exc:
+            raise map_httpx_error(exc, timeout_s=target.timeout_s) from exc
         finally:
             await response.aclose()
 
