@@ -28,6 +28,8 @@ __all__ = [
     "DeploymentConfig",
     "GatewayConfig",
     "KeyConfig",
+    "Limits",
+    "LimitsStoreConfig",
     "PolicyConfig",
     "Price",
     "ResidencyRule",
@@ -130,17 +132,56 @@ class ResidencyRule(_Strict):
         return self
 
 
+class Limits(_Strict):
+    """Rate limits and budgets of one tenant or key; an unset field is no limit.
+
+    ``rpm``: requests per minute. ``tpm``: tokens (prompt + completion) per minute.
+    ``usd_per_day`` / ``usd_per_month``: spend in USD per UTC calendar day / month, priced from
+    the deployments' ``price``. Minutes are fixed windows aligned to the epoch minute.
+    """
+
+    rpm: int | None = Field(default=None, ge=0)
+    tpm: int | None = Field(default=None, ge=0)
+    usd_per_day: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    usd_per_month: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+
+
+class LimitsStoreConfig(_Strict):
+    """Where limit counters live: ``memory`` (this process only; the embedded default) or
+    ``redis`` (``url``; shared by every replica). ``on_error`` says what a request gets when
+    Redis cannot be reached: ``closed`` (503 limits_unavailable, nothing sent) or ``open``
+    (admitted unlimited; the audit record says the limits were skipped). ``key_prefix``
+    namespaces the Redis keys; ``timeout_s`` bounds each Redis call (seconds)."""
+
+    kind: Literal["memory", "redis"] = "memory"
+    url: str | None = None
+    on_error: Literal["closed", "open"] = "closed"
+    key_prefix: str = Field(default="sgw:limits:", min_length=1, max_length=64)
+    timeout_s: float = Field(default=0.5, gt=0, le=30)
+
+    @model_validator(mode="after")
+    def _url(self) -> LimitsStoreConfig:
+        if self.kind == "redis":
+            if not self.url or not self.url.startswith(("redis://", "rediss://", "unix://")):
+                raise ValueError("kind redis needs url: redis://host:port/db (or rediss://, unix://)")
+        elif self.url is not None:
+            raise ValueError("url is only for kind: redis")
+        return self
+
+
 class TenantConfig(_Strict):
     """A tenant: home region, default (floor) data level and per-level residency rules.
 
     ``capture_prompts``: ask the policy to oblige encrypted prompt capture for this tenant
-    (needs ``audit.capture_public_key_file``).
+    (needs ``audit.capture_public_key_file``). ``limits``: the tenant's rate limits and
+    budgets, shared by all its keys (see :class:`Limits`).
     """
 
     home_region: str
     default_level: str = "internal"
     allowed: dict[str, ResidencyRule]
     capture_prompts: bool = False
+    limits: Limits = Limits()
 
     @field_validator("default_level")
     @classmethod
@@ -172,6 +213,8 @@ class KeyConfig(_Strict):
     """An API key, stored as ``sha256:<hex>`` of the key; the key itself is never stored.
 
     ``all_tenants``: for auditor keys, read every tenant's records (default: own tenant only).
+    ``limits``: this key's own rate limits and budgets, checked together with its tenant's
+    (the most restrictive wins; admin keys are not exempt).
     """
 
     id: str
@@ -179,14 +222,33 @@ class KeyConfig(_Strict):
     tenant: str
     roles: tuple[Literal["app", "admin", "auditor"], ...] = ("app",)
     all_tenants: bool = False
+    limits: Limits = Limits()
 
 
 class PolicyConfig(_Strict):
-    """Policy engine selection. ``path``: a directory of .rego files (relative to the config)."""
+    """Policy engine selection. ``path``: a directory of .rego files (relative to the config).
 
-    engine: Literal["embedded"] = "embedded"
+    ``engine``: ``embedded`` (regopy, in-process) or ``opa`` (an OPA server at ``url``, e.g.
+    ``http://127.0.0.1:8181``, required then). ``timeout_ms``: deadline of one decision.
+    """
+
+    engine: Literal["embedded", "opa"] = "embedded"
     path: str = "policies"
+    url: str | None = None
     timeout_ms: float = Field(default=1000.0, gt=0)
+
+    @model_validator(mode="after")
+    def _opa_url(self) -> PolicyConfig:
+        if self.engine == "opa":
+            from gateway.policy.opa import opa_address
+
+            if not self.url:
+                raise _PathError("policy.url", "required when policy.engine is opa")
+            try:
+                opa_address(self.url)
+            except ValueError as exc:
+                raise _PathError("policy.url", str(exc)) from None
+        return self
 
 
 _LABEL = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
@@ -243,6 +305,7 @@ class GatewayConfig(_Strict):
     policy: PolicyConfig = PolicyConfig()
     audit: AuditConfig = AuditConfig()
     classification: ClassificationConfig = ClassificationConfig()
+    limits_store: LimitsStoreConfig = LimitsStoreConfig()
     deployments: tuple[DeploymentConfig, ...] = Field(min_length=1)
     aliases: dict[str, AliasConfig] = {}
     tenants: dict[str, TenantConfig] = Field(min_length=1)

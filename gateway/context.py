@@ -11,7 +11,10 @@ import enum
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.limits import Admission
 
 __all__ = [
     "Attempt",
@@ -150,6 +153,7 @@ class RequestContext:
     prompt_capture: dict[str, str] | None = None
     response_digest: str | None = None
     stream: bool = False
+    admission: Admission | None = None
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the request arrived."""

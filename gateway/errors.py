@@ -13,9 +13,11 @@ OpenAI error shape ``{"error": {"message", "type", "param", "code"}}``::
     │   └── PolicyDenied            403 permission_error, code policy_denied (+ reasons)
     ├── NotFound                    404 not_found_error
     ├── MethodNotAllowed            405 invalid_request_error
+    ├── RateLimited                 429 rate_limit_error (+ Retry-After, the limit it hit)
     ├── UpstreamError               upstream status or 502, upstream_error
     ├── PolicyUnavailable           503 service_unavailable (policy engine failed: deny)
-    └── AuditUnavailable            503 service_unavailable (audit store down: no egress)
+    ├── AuditUnavailable            503 service_unavailable (audit store down: no egress)
+    └── LimitsUnavailable           503 service_unavailable (limits store down, fail closed)
 
 Third-party exceptions are mapped to these at the boundary (``raise X(...) from exc``); the
 API layer never shows a stack trace or an internal class name.
@@ -31,12 +33,14 @@ __all__ = [
     "ConfigError",
     "GatewayError",
     "InvalidRequest",
+    "LimitsUnavailable",
     "MethodNotAllowed",
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
     "PolicyDenied",
     "PolicyUnavailable",
+    "RateLimited",
     "UpstreamError",
 ]
 
@@ -161,6 +165,36 @@ class MethodNotAllowed(GatewayError):
     outcome = "invalid"
 
 
+class RateLimited(GatewayError):
+    """A rate limit or budget would be exceeded by this request; nothing was reserved or sent.
+
+    ``limit`` names the rule (``"key k_app: 3 requests per minute"``); ``retry_after_s`` is
+    the whole number of seconds (>= 1) until that rule's window ends, sent as ``Retry-After``.
+    ``code`` is ``rate_limit_exceeded`` (requests, tokens) or ``budget_exceeded`` (USD).
+    """
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+    outcome = "rate_limited"
+
+    def __init__(self, message: str, *, limit: str, retry_after_s: int, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.limit = limit
+        self.retry_after_s = max(1, int(retry_after_s))
+
+    def body(self) -> dict[str, Any]:
+        """OpenAI error shape plus ``error.limit`` (the rule's name) and ``error.retry_after_s``."""
+        out = super().body()
+        out["error"]["limit"] = self.limit
+        out["error"]["retry_after_s"] = self.retry_after_s
+        return out
+
+    def headers(self) -> dict[str, str]:
+        """``Retry-After`` in whole seconds (RFC 9110 section 10.2.3)."""
+        return {"Retry-After": str(self.retry_after_s)}
+
+
 class UpstreamError(GatewayError):
     """Every eligible deployment failed, or one answered a non-retryable error.
 
@@ -193,3 +227,13 @@ class AuditUnavailable(GatewayError):
     error_type = "service_unavailable"
     code = "audit_unavailable"
     outcome = "audit_unavailable"
+
+
+class LimitsUnavailable(GatewayError):
+    """The limits store (Redis) is unreachable and ``limits_store.on_error`` is ``closed``:
+    the request is refused before anything is reserved or sent."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "limits_unavailable"
+    outcome = "limits_unavailable"

@@ -31,8 +31,10 @@ from gateway.classify import Classifier
 from gateway.config import GatewayConfig, Settings, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.execute import Executor
-from gateway.policy import load_bundle
+from gateway.limits import build_limiter
+from gateway.policy import PolicyEngine, load_bundle
 from gateway.policy.embedded import EmbeddedEngine, PolicyLoadError
+from gateway.policy.opa import OpaEngine
 from gateway.service import Gateway
 
 __all__ = ["build_gateway", "create_app"]
@@ -45,7 +47,11 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         policy_dir = Path(config.source).resolve().parent / policy_dir
     try:
         bundle = load_bundle(policy_dir)
-        engine = EmbeddedEngine(bundle, timeout_ms=config.policy.timeout_ms)
+        engine: PolicyEngine
+        if config.policy.engine == "opa":  # url validated by PolicyConfig; "" would raise ValueError
+            engine = OpaEngine(bundle, url=config.policy.url or "", timeout_ms=config.policy.timeout_ms)
+        else:
+            engine = EmbeddedEngine(bundle, timeout_ms=config.policy.timeout_ms)
     except (OSError, ValueError, PolicyLoadError) as exc:
         raise ConfigError(config.source, "policy.path", str(exc)) from exc
     try:
@@ -70,6 +76,7 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         classifier=Classifier.with_builtin(config.classification.levels()),
         engine=engine,
         executor=Executor(adapters),
+        limiter=build_limiter(config),
         digester=digester,
         sealer=sealer,
         audit=AuditStore.from_url(
@@ -85,6 +92,7 @@ async def close_gateway(gateway: Gateway) -> None:
     """Release the stages' threads, pools and connections."""
     await gateway.engine.aclose()
     await gateway.executor.aclose()
+    await gateway.limiter.aclose()
     await gateway.audit.aclose()
 
 

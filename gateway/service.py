@@ -1,10 +1,11 @@
 """The request pipeline for chat completions, one direction:
 
-authenticate → parse → classify → decide → record (write-ahead) → route → execute → settle →
-record outcome. :meth:`Gateway.chat` never raises: it returns an :class:`Outcome` holding a
-response, a stream, or a GatewayError, and the request's audit record is written exactly
-once (inserted before egress, completed with the outcome; for streams, when the stream ends,
-fails or the client goes away).
+authenticate → parse → classify → decide → route → admit (limits: reserve the worst case) →
+record (write-ahead) → execute → settle (tokens, cost; limits settled) → record outcome.
+:meth:`Gateway.chat` never raises: it returns an :class:`Outcome` holding a response, a
+stream, or a GatewayError, and the request's audit record is written exactly once (inserted
+before egress, completed with the outcome; for streams, when the stream ends, fails or the
+client goes away). A request that fails after admission gets its reservation released.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from gateway.config import DeploymentConfig, GatewayConfig
 from gateway.context import DataLevel, RequestContext
 from gateway.errors import GatewayError, InvalidRequest, NotFound, PolicyDenied, PolicyUnavailable
 from gateway.execute import Executor, StreamStart
+from gateway.limits import Limiter
 from gateway.policy import PolicyEngine, build_input
 from gateway.routing import estimated_cost_usd, plan
 from gateway.schemas import parse_body, parse_chat_request
@@ -74,6 +76,7 @@ class Gateway:
         classifier: Classifier,
         engine: PolicyEngine,
         executor: Executor,
+        limiter: Limiter,
         audit: AuditStore,
         digester: Digester,
         sealer: PromptSealer | None = None,
@@ -84,6 +87,7 @@ class Gateway:
         self.classifier = classifier
         self.engine = engine
         self.executor = executor
+        self.limiter = limiter
         self.audit = audit
         self.digester = digester
         self.sealer = sealer
@@ -94,7 +98,12 @@ class Gateway:
         try:
             outcome = await self._chat(ctx, raw, headers)
         except GatewayError as exc:
+            await self.limiter.release(ctx)
             return await self.fail(ctx, exc)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self.limiter.release(ctx)
+            raise
         if outcome.stream is None:
             ctx.status = "ok"
             ctx.http_status = 200
@@ -187,6 +196,15 @@ class Gateway:
                     "the policy requires encrypted prompt capture but audit.capture_public_key_file is not set"
                 )
             ctx.prompt_capture = self.sealer.seal(canonical(data["messages"]).encode("utf-8"))
+        # Admit before the write-ahead record, so it carries the reservation; a refusal (429)
+        # costs one audit entry and sends nothing. Released in chat() if anything below fails.
+        await self.limiter.admit(
+            ctx,
+            planned=planned,
+            est_input_tokens=est_input,
+            max_output_tokens=max_output,
+            output_capped=request.max_output_tokens(0) > 0,
+        )
         # Write-ahead: the decision is durable before any byte leaves for a deployment.
         await self.audit.record_decision(ctx)
 
@@ -206,6 +224,7 @@ class Gateway:
         completion = _message_text(response)
         ctx.response_digest = self.digester.text(ctx.principal.tenant, completion)
         self._settle(ctx, dep, response.get("usage"), est_input=est_input, completion_text=completion)
+        await self.limiter.settle(ctx)
         return Outcome(ctx, response=response, headers={"x-gateway-deployment": dep.id})
 
     def _settle(
@@ -298,6 +317,7 @@ class Gateway:
                     completion_text="".join(text_parts),
                     completion_chunks=content_chunks,
                 )
+                await self.limiter.settle(ctx)
                 if ctx.principal is not None:
                     ctx.response_digest = self.digester.text(ctx.principal.tenant, "".join(text_parts))
                 ctx.status = status

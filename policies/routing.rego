@@ -120,7 +120,7 @@ fits_context(d) if {
 	d.context_window >= input.request.est_input_tokens + input.request.max_output_tokens
 }
 
-context_message(d) := sprintf("context window of %d tokens is smaller than the request's estimated %d tokens", [d.context_window, total]) if {
+context_message(d) := sprintf("context window of %v tokens is smaller than the request's estimated %v tokens", [d.context_window, total]) if {
 	total := input.request.est_input_tokens + input.request.max_output_tokens
 	is_number(d.context_window)
 } else := "the request's token estimate is missing or out of range, so it cannot be checked against the context window"

@@ -17,7 +17,7 @@ router = APIRouter()
 
 RecordStatus = Literal[
     "pending", "ok", "partial", "denied", "invalid", "unauthorized", "forbidden", "upstream_error",
-    "client_disconnected", "error", "audit_unavailable",
+    "client_disconnected", "error", "audit_unavailable", "rate_limited", "limits_unavailable",
 ]  # fmt: skip
 """Statuses a record can have (GatewayError.outcome values, plus ok/partial/pending)."""
 

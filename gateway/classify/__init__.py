@@ -16,7 +16,7 @@ labels, never values.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Protocol
 
 from gateway.classify.builtin import LABELS, BuiltinDetector, Finding

@@ -41,7 +41,23 @@ DEFAULT_PHONE_REGIONS: Final = ("GB", "DE", "US", "FR", "CN")
 """Countries whose *national* phone formats are recognised (``020 7946 0958``). Numbers written
 internationally (``+49 30 901820``) are recognised for every country."""
 
-NATIONAL_ID_COUNTRIES: Final = ("cn", "us", "fr", "es", "it", "fi", "se", "kr", "no", "be", "pl", "nl", "in", "de", "jp")
+NATIONAL_ID_COUNTRIES: Final = (
+    "cn",
+    "us",
+    "fr",
+    "es",
+    "it",
+    "fi",
+    "se",
+    "kr",
+    "no",
+    "be",
+    "pl",
+    "nl",
+    "in",
+    "de",
+    "jp",
+)
 
 LABELS: Final = frozenset(
     {
@@ -86,6 +102,9 @@ _IBAN_HEAD: Final = re.compile(rb"aa00(?:(?:[ \-]|[ ]?\n[ ]*)?[0a]){10,32}")
 _HETU: Final = re.compile(rb"000000[\-+a]000[0a]")  # DDMMYY, century sign, NNN, check character
 _CODICE_FISCALE: Final = re.compile(rb"aaaaaa00a00a000a")
 _CODICE_FISCALE_TAIL: Final = b"a00a000a"
+# French NIR of someone born in Corsica (department 2A / 2B), compact or spaced
+_NIR_CORSICA_RE: Final = re.compile(rb"0 ?00 ?00 ?0a ?000 ?000 ?00")
+_UUID: Final = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 _TOKEN_MIN: Final = b"t" * 20  # no credential format below is shorter than 20 characters
 _TOKEN_BREAK: Final = re.compile(rb"[./+=]")  # a token may start right after one of these
@@ -147,7 +166,6 @@ _IPV6_TOKEN: Final = re.compile(rb"[0-9A-Fa-f:.]+")
 _HEX_COLON: Final = frozenset(b"0123456789abcdefABCDEF:.")
 
 _ALNUM: Final = frozenset(b"0a")  # class-shape bytes of a digit or letter
-_VERSION_WORDS: Final = (b"version", b"ver.", b"release", b"build", b"firmware")
 
 # Keywords that must appear within _CONTEXT_WINDOW characters before a weakly checked number
 # (a check digit that one random number in ten passes) for it to count as that ID.
@@ -159,24 +177,37 @@ _CONTEXT: Final[dict[str, tuple[bytes, ...]]] = {
     "in": (b"aadhaar", b"aadhar", b"uidai", b"uid"),
     "de": (b"steuer-id", b"steuerid", b"steuer-idnr", b"identifikationsnummer", b"idnr", b"steuernummer"),
     "jp": (b"my number", b"mynumber", b"individual number"),
+    "no": (b"fodselsnummer", b"personnummer", b"fnr", b"national identity number"),
+    "be": (b"rijksregisternummer", b"national number", b"numero national", b"insz", b"niss", b"nn"),
     # a bare 10-digit NANP number (no separators) is taken as a phone only after one of these
     "phone": (b"phone", b"tel", b"call", b"mobile", b"cell", b"fax", b"sms", b"text me", b"whatsapp"),
 }
 _CONTEXT_NON_ASCII: Final[dict[str, tuple[str, ...]]] = {
     "in": ("आधार",),
     "jp": ("マイナンバー", "個人番号"),
+    "no": ("fødselsnummer",),
+    "be": ("numéro national",),
 }
 
 _FR_SEX: Final = frozenset("12378")
 
 
+def _keywords(words: tuple[bytes, ...]) -> re.Pattern[bytes]:
+    return re.compile(rb"(?<![a-z])(?:" + b"|".join(re.escape(w) for w in words) + rb")(?![a-z])")
+
+
+_CONTEXT_RE: Final = {kind: _keywords(words) for kind, words in _CONTEXT.items()}
+_VERSION_BEFORE: Final = re.compile(rb"(?:(?<![a-z])(?:version|ver\.?|release|build|firmware)[ :]*|v)\Z")
+
+
 def _has_context(kind: str, folded: str, raw: bytes, start: int) -> bool:
-    lo = max(0, start - _CONTEXT_WINDOW)
-    window = raw[lo:start].lower()
-    if any(word in window for word in _CONTEXT.get(kind, ())):
+    """Whether a keyword of ``kind`` (whole word, any case) occurs in the
+    :data:`_CONTEXT_WINDOW` characters before ``start`` (20 for a phone keyword)."""
+    lo = max(0, start - (20 if kind == "phone" else _CONTEXT_WINDOW))
+    if _CONTEXT_RE[kind].search(raw[lo:start].lower()):
         return True
     extra = _CONTEXT_NON_ASCII.get(kind)
-    return bool(extra) and any(word in folded[lo:start] for word in extra or ())
+    return extra is not None and any(word in folded[lo:start] for word in extra)
 
 
 def _is_date(sizes: Sequence[int], groups: Sequence[str], seps: Sequence[str]) -> bool:
@@ -223,22 +254,50 @@ def _plain_date(folded: str, start: int, shape: bytes) -> bool:
     return _is_date([len(g) for g in groups], groups, [sep, sep])
 
 
+_MONTHS: Final = frozenset(f"{m:02d}" for m in range(1, 13))
+_DAYS: Final = frozenset(f"{d:02d}" for d in range(1, 32))
+
+
+def _date10(folded: str, start: int, shape: bytes) -> bool:
+    """YYYY-MM-DD, DD.MM.YYYY or MM/DD/YYYY (one repeated separator) at ``start``."""
+    t = folded[start : start + 10]
+    if shape[4] == 0x2D:  # "0000-00-00"
+        sep = t[4]
+        return sep in "-./" and t[7] == sep and t[5:7] in _MONTHS and t[8:10] in _DAYS
+    sep = t[2]
+    a, b = t[0:2], t[3:5]
+    return sep in "-./" and t[5] == sep and ((b in _MONTHS and a in _DAYS) or (a in _MONTHS and b in _DAYS))
+
+
+def _after_date(folded: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """``spans`` without a leading calendar date ("2024-03-15 10:30", "15.03.2024 0800 …"):
+    the groups after it are a number of their own."""
+    if len(spans) < 4:
+        return spans
+    (a0, a1), (b0, b1), (c0, c1) = spans[0], spans[1], spans[2]
+    sep = folded[a1:b0]
+    if len(sep) != 1 or sep not in "-./" or folded[b1:c0] != sep or 4 not in (a1 - a0, c1 - c0):
+        return spans  # only dates with a four-digit year: "1.31.65.66" is an IPv4 address
+    groups = [folded[a0:a1], folded[b0:b1], folded[c0:c1]]
+    return spans[3:] if _is_date([len(g) for g in groups], groups, [sep, sep]) else spans
+
+
 _DATE_SHAPES: Final = frozenset(
-    {b"0000-00-00", b"0000-0-0", b"0000-00-0", b"0000-0-00", b"00-00-0000", b"0-00-0000", b"00-0-0000", b"0-0-0000",
-     b"00-00-00"}
+    {b"0000-00-00", b"0000-0-0", b"0000-00-0", b"0000-0-00", b"00-00-0000", b"0-00-0000", b"00-0-0000", b"0-0-0000"}
 )  # fmt: skip
 
 
 class _Scan:
     """Per-text state of one scan: the shapes, the claimed spans and the findings so far."""
 
-    __slots__ = ("cls", "folded", "found", "labels_only", "raw", "size", "taken", "tok")
+    __slots__ = ("cls", "folded", "found", "labels", "labels_only", "raw", "size", "taken", "tok")
 
     def __init__(self, text: str, *, labels_only: bool) -> None:
         self.folded, self.raw, self.cls, self.tok = shapes(text)
         self.size = len(text)
         self.taken = _Taken()
         self.found: list[tuple[str, int, int]] = []
+        self.labels: set[str] = set()
         self.labels_only = labels_only
 
     def claim(self, label: str, start: int, end: int) -> bool:
@@ -246,11 +305,9 @@ class _Scan:
         if not self.taken.free(start, end):
             return False
         self.found.append((label, start, end))
+        self.labels.add(label)
         self.taken.add(start, end)
         return True
-
-    def has(self, label: str) -> bool:
-        return any(f[0] == label for f in self.found)
 
     def alnum_at(self, index: int) -> bool:
         """Whether the character at ``index`` is an ASCII letter or digit (False outside)."""
@@ -328,18 +385,22 @@ class BuiltinDetector:
             run_end = tok.find(b" ", at)
             if run_end < 0:
                 run_end = len(tok)
+            if run_end - at >= 36 and b"-" in raw[at:run_end]:
+                for uuid in _UUID.finditer(raw, at, run_end):  # its digit groups are no number
+                    if sc.taken.free(*uuid.span()):
+                        sc.taken.add(*uuid.span())
             starts = [at]
             starts.extend(b.end() for b in _TOKEN_BREAK.finditer(raw, at, run_end))
             at = tok.find(_TOKEN_MIN, run_end)
             for pos in starts:
                 if pos >= run_end or (raw[pos] not in _SECRET_FIRST and not contexts):
                     continue
-                m = _SECRET.match(raw, pos, run_end)
-                if m is None:
+                hit = _SECRET.match(raw, pos, run_end)
+                if hit is None:
                     continue
-                kind = m.lastgroup or ""
-                start, end = m.span()
-                if kind == "jwt" and not v.jwt_ok(m.group().decode()):
+                kind = hit.lastgroup or ""
+                start, end = hit.span()
+                if kind == "jwt" and not v.jwt_ok(hit.group().decode()):
                     continue
                 context = _SECRET_CONTEXT.get(kind)
                 if context is not None:
@@ -394,11 +455,24 @@ class BuiltinDetector:
             if m is not None:
                 candidates.append((m, "it"))
             at = cls.find(_CODICE_FISCALE_TAIL, at + 1)
+        at = cls.find(b"0a")  # the department digit and letter of a Corsican NIR ("2A", "2B")
+        while at >= 0:
+            for back in (5, 6, 7, 8):  # "190042B…" … "1 90 04 2B …"
+                m = _NIR_CORSICA_RE.match(cls, at - back) if at >= back else None
+                if m is not None and m.start() + back == at:
+                    candidates.append((m, "fr"))
+                    break
+            at = cls.find(b"0a", at + 1)
         for m, kind in candidates:
             start, end = m.span()
             if sc.alnum_at(start - 1) or sc.alnum_at(end):
                 continue
-            if v.national_id_ok(kind, sc.folded[start:end].upper()):
+            value = sc.folded[start:end].upper()
+            if kind == "fr":
+                value = value.replace(" ", "")
+            if kind == "fi" and value[6] == "-" and value[-1].isdigit() and v.national_id_ok("se", value):
+                continue  # YYMMDD-NNNN reads as a Swedish personnummer too: the digit rules decide
+            if v.national_id_ok(kind, value):
                 sc.claim(f"pii.national_id.{kind}", start, end)
 
     def _ipv6(self, sc: _Scan) -> None:
@@ -415,6 +489,8 @@ class BuiltinDetector:
             end = start + len(value)
             if sc.alnum_at(start - 1) or sc.alnum_at(end):
                 continue
+            if "::" not in value and value.count(":") < 7:
+                continue  # times (10:30:45), ratios, labels
             groups = [g for g in value.split(":") if g]
             if len(groups) < 2 or not any(c.isdigit() for c in value):
                 continue
@@ -434,15 +510,34 @@ class BuiltinDetector:
             digits = shape.count(b"0")
             if digits < 7 and (digits < 4 or shape.count(b"-") < 3):
                 continue  # too short for anything but an IPv4 dotted quad, and not one
-            if shape in _DATE_SHAPES and _plain_date(folded, candidate.start(), shape):
-                continue
+            start = candidate.start()
+            if (shape == b"0000-00-00" or shape == b"00-00-0000") and _date10(folded, start, shape):
+                continue  # the commonest number in prose, settled without building anything
+            if digits < 9 and shape.count(b"-") == 0:
+                # one plain group of 7-8 digits: only a national phone (leading 0), an
+                # international one (+), a DNI (letter after) or an NIE (X/Y/Z before) qualify
+                end = start + len(shape)
+                if (
+                    folded[start] != "0"
+                    and (start == 0 or sc.raw[start - 1] not in b"+(XYZxyz")
+                    and cls[end : end + 1] != b"a"
+                ):
+                    continue
+            head = next((k for k in (10, 9, 8) if shape[:k] in _DATE_SHAPES), 0)
+            if (
+                head
+                and (len(shape) == head or shape[head] == 0x2D)
+                and shape.count(b"0", head) < 7
+                and _plain_date(folded, start, shape[:head])
+            ):
+                continue  # a date, maybe with the hour after it: "2024-03-15 10:30"
             spans = [g.span() for g in _DIGIT_GROUP.finditer(cls, candidate.start(), candidate.end())]
             first = 0
             for k in range(1, len(spans)):
                 if not _SEP_OK.fullmatch(folded, spans[k - 1][1], spans[k][0]):
-                    self._run(sc, spans[first:k])
+                    self._run(sc, _after_date(folded, spans[first:k]))
                     first = k
-            self._run(sc, spans[first:])
+            self._run(sc, _after_date(folded, spans[first:]))
 
     def _run(self, sc: _Scan, spans: list[tuple[int, int]]) -> None:
         """Try every window of consecutive digit groups of one run (longest first) against the
@@ -481,18 +576,23 @@ class BuiltinDetector:
         Order: IPv4, payment card, national IDs, phone — the first rule that validates wins."""
         digits = "".join(groups)
         n = len(digits)
+        if n < 7 and len(groups) != 4:
+            return None
         sizes = [len(g) for g in groups]
         raw, cls = sc.raw, sc.cls
+        quad = len(groups) == 4 and seps[0] == seps[1] == seps[2] == "."
+        if 7 <= n <= 13 and not quad and not self._plausible(sc, digits, sizes, seps, start, end):
+            return None
         before_alnum = sc.alnum_at(start - 1)
         after_alnum = sc.alnum_at(end)
         seps_plain = {s.strip(" ") or " " for s in seps}
 
         # IPv4 (ipaddress; RFC 791 dotted quad, no leading zeros); "v1.2.3.4" and a quad after
         # "version"/"build" are version numbers.
-        if len(groups) == 4 and seps_plain == {"."} and all(len(s) == 1 for s in seps) and max(sizes) <= 3:
+        if quad and max(sizes) <= 3:
             if before_alnum or raw[start - 1 : start] == b"." or (raw[end : end + 1] == b"." and sc.alnum_at(end + 1)):
                 return None
-            if any(w in raw[max(0, start - 12) : start].lower() for w in _VERSION_WORDS):
+            if _VERSION_BEFORE.search(raw[max(0, start - 12) : start].lower()):
                 return None
             try:
                 ipaddress.IPv4Address(sc.folded[start:end])
@@ -503,9 +603,18 @@ class BuiltinDetector:
             return None
         clean = not before_alnum and not after_alnum
 
+        # IDs before cards where both fit: an 18-digit UnionPay-range number with a valid Luhn
+        # digit is far less likely than a China RIC whose birth date, province and check digit
+        # all hold; a legacy 15-digit JCB (1800…, 2131…) less likely than a French NIR (mod 97),
+        # unless it is grouped like a card (4-6-5, 4-4-4-3)
+        if n in (17, 18) or (n == 15 and digits[0] in "12" and sizes not in ([4, 6, 5], [4, 4, 4, 3])):
+            ident = self._national_id(sc, digits, sizes, seps, seps_plain, start, end, clean)
+            if ident is not None:
+                return ident
+
         # payment card (one grouping character throughout: spaces or dashes; line breaks allowed)
         card_seps = seps_plain - {"\n"}
-        if clean and 13 <= n <= 19 and len(card_seps) <= 1 and card_seps <= {" ", "-"} and v.card_ok(digits):
+        if clean and 14 <= n <= 19 and len(card_seps) <= 1 and card_seps <= {" ", "-"} and v.card_ok(digits):
             return ("pii.payment_card", start, end)
 
         ident = self._national_id(sc, digits, sizes, seps, seps_plain, start, end, clean)
@@ -515,7 +624,7 @@ class BuiltinDetector:
         extension = after_alnum and raw[end : end + 1] in (b"x", b"X") and cls[end + 1 : end + 2] == b"0"
         if before_alnum or (after_alnum and not extension):
             return None
-        if sc.labels_only and sc.has("pii.phone"):
+        if sc.labels_only and "pii.phone" in sc.labels:
             return None
         if self._phone(sc, digits, sizes, groups, seps, seps_plain, start, end, lead_sep):
             if raw[start - 1 : start] in (b"+", b"(") and start > 0:
@@ -524,6 +633,22 @@ class BuiltinDetector:
                     start -= 1
             return ("pii.phone", start, end)
         return None
+
+    def _plausible(self, sc: _Scan, digits: str, sizes: list[int], seps: list[str], start: int, end: int) -> bool:
+        """Cheap necessary condition for a 7-13 digit window: could any rule below fire?
+        Most numbers in prose (order numbers, amounts, years, times) fail it at once."""
+        n = len(digits)
+        if digits[0] == "0" or (start > 0 and sc.raw[start - 1] in b"+("):
+            return True  # a phone number written nationally or internationally
+        if sc.cls[end : end + 1] == b"a" or n == 11 or (n in (9, 12) and len(sizes) == 1):
+            return True  # DNI/NIE letter, phone extension; 11 digits: NO/BE/PL/DE, NANP, CN mobile
+        if len(sizes) == 1:
+            return n == 10 and self._nanp  # bare NANP number after a phone keyword
+        if sizes == [3, 2, 4] or sizes == [3, 3, 4] or sizes == [1, 3, 3, 4] or sizes == [3, 4, 4]:
+            return True  # SSN, NANP, CN mobile grouped
+        if "-" in seps and sizes in ([6, 4], [8, 4], [6, 7]):
+            return True  # personnummer, resident registration number
+        return n == 11 or (n == 12 and all(s.strip(" ") in ("", "\n") for s in seps))  # spaced IDs
 
     def _national_id(
         self,
@@ -540,6 +665,8 @@ class BuiltinDetector:
         :mod:`gateway.classify.validators`). Weak checksums need a keyword before them."""
         n = len(digits)
         folded, raw = sc.folded, sc.raw
+        if start > 0 and raw[start - 1] == 0x2B:  # "+": a phone number, never an ID
+            return None
         ok = v.national_id_ok
         spaced = seps_plain <= {" ", "\n"}
         before_alnum = sc.alnum_at(start - 1)
@@ -573,14 +700,21 @@ class BuiltinDetector:
         if n == 15 and digits[0] in _FR_SEX and spaced and ok("fr", digits):
             return ("pii.national_id.fr", start, end)
         if n == 11 and (spaced or seps_plain <= {".", "-"}):
-            if sizes in ([11], [6, 5]) and ok("no", digits):
-                return ("pii.national_id.no", start, end)
-            if sizes in ([11], [2, 2, 2, 3, 2], [6, 3, 2]) and ok("be", digits):  # YY.MM.DD-NNN.CC
-                return ("pii.national_id.be", start, end)
+            # a named ID first: "PESEL 44100377334" may pass the Norwegian or Belgian check too
             if _has_context("pl", folded, raw, start) and ok("pl", digits):
                 return ("pii.national_id.pl", start, end)
             if _has_context("de", folded, raw, start) and ok("de", digits):
                 return ("pii.national_id.de", start, end)
+            # 11 digits 1[3-9]… are also a China mobile number: without the ID's name before
+            # it, a number that libphonenumber accepts as one is left to the phone rule
+            cn_mobile = self._cn_mobile and digits[0] == "1" and digits[1] in "3456789"
+            for kind, shapes_ok in (("no", ([11], [6, 5])), ("be", ([11], [2, 2, 2, 3, 2], [6, 3, 2]))):
+                if (
+                    sizes in shapes_ok
+                    and ok(kind, digits)
+                    and (not cn_mobile or _has_context(kind, folded, raw, start) or not v.phone_ok(digits, "CN"))
+                ):
+                    return (f"pii.national_id.{kind}", start, end)
         if n == 9:
             if sizes == [3, 2, 4] and seps[0] == seps[1] and seps[0] in ("-", " "):
                 if ok("us", digits):
@@ -619,6 +753,8 @@ class BuiltinDetector:
             return False
         if lead_sep is not None and "/" not in lead_sep and "\n" not in lead_sep:
             return False
+        if any(s != "/" and s.strip() == "/" for s in seps):
+            return False  # "030 1234 / 030 5678" lists two numbers; "030/1234" is one
         if "." in seps_plain and (sum(s.strip() == "." for s in seps) < 2 or sizes[0] == 1):
             return False  # one dot is a decimal point, "0.000…" a fraction
         if _is_date(sizes, groups, seps):

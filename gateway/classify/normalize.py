@@ -4,7 +4,7 @@ Every function here maps one character to exactly one character, so an offset in
 result is an offset into the original text: spans found on the normalised text can later be
 used to redact the original (issue 3, redaction obligation).
 
-* :func:`fold` — full-width forms (``４１１１``, ``ＤＥ８９``, U+3000 ideographic space) to ASCII by
+* :func:`fold` — full-width forms (U+FF10-FF19 digits, U+FF21-FF5A letters, U+3000 ideographic space) to ASCII by
   Unicode NFKC (UAX #15) where the result is a character a detector reads (letters, digits,
   ``+-./()@_=:``), every decimal digit of any script (Unicode category Nd, e.g. Arabic-Indic
   ``٤``) to its ASCII digit, space separators (Zs: NBSP, thin space…) to ``" "``, dash punctuation

@@ -50,10 +50,10 @@ __all__ = [
 
 # (prefix range low, high, allowed lengths) over the first 2/4/6 digits; ISO/IEC 7812 issuer
 # ranges as published by the card schemes (summarised in Wikipedia "Payment card number",
-# IIN ranges table). 12-digit Maestro numbers are deliberately not accepted: too many ordinary
-# 12-digit numbers would pass.
+# IIN ranges table). Numbers under 14 digits (legacy 13-digit Visa, 12/13-digit Maestro) are
+# deliberately not accepted: EAN-13 barcodes and 12/13-digit order numbers would pass too often.
 _IIN: Final[tuple[tuple[int, int, int, frozenset[int]], ...]] = (
-    (1, 4, 4, frozenset({13, 16, 19})),  # Visa
+    (1, 4, 4, frozenset({16, 19})),  # Visa
     (2, 51, 55, frozenset({16})),  # Mastercard
     (4, 2221, 2720, frozenset({16})),  # Mastercard 2-series
     (4, 2200, 2204, frozenset({16, 17, 18, 19})),  # Mir
@@ -65,19 +65,19 @@ _IIN: Final[tuple[tuple[int, int, int, frozenset[int]], ...]] = (
     (2, 36, 36, frozenset({14, 15, 16, 17, 18, 19})),
     (2, 38, 39, frozenset({14, 15, 16, 17, 18, 19})),
     (2, 35, 35, frozenset({15, 16, 17, 18, 19})),  # JCB (3528-3589 issued; all of 35 accepted)
-    (2, 50, 50, frozenset({13, 14, 15, 16, 17, 18, 19})),  # Maestro / Verve / RuPay
-    (2, 56, 59, frozenset({13, 14, 15, 16, 17, 18, 19})),  # Maestro
-    (2, 60, 69, frozenset({13, 14, 15, 16, 17, 18, 19})),  # Discover, UnionPay, Maestro, RuPay, Troy
+    (2, 50, 50, frozenset({16, 17, 18, 19})),  # Maestro / Verve / RuPay
+    (2, 56, 59, frozenset({16, 17, 18, 19})),  # Maestro
+    (2, 60, 69, frozenset({16, 17, 18, 19})),  # Discover, UnionPay, Maestro, RuPay, Troy
     (2, 81, 82, frozenset({16})),  # RuPay
 )
 
 
 def card_ok(digits: str) -> bool:
-    """A payment card number (PAN): 13-19 digits, a known issuer range for that length
+    """A payment card number (PAN): 14-19 digits, a known issuer range for that length
     (ISO/IEC 7812 IIN), and a valid Luhn check digit (ISO/IEC 7812-1 Annex B, via
     ``stdnum.luhn``)."""
     n = len(digits)
-    if n < 13 or n > 19:
+    if n < 14 or n > 19:
         return False
     for width, low, high, lengths in _IIN:
         if n in lengths and low <= int(digits[:width]) <= high:
@@ -99,10 +99,11 @@ def iban_length(country: str) -> int:
     return 4 + sum(int(n) for n in _BBAN_PART.findall(bban)) if bban else 0
 
 
+@lru_cache(maxsize=4096)
 def iban_ok(compact: str) -> bool:
     """An IBAN (ISO 13616): country registry length and BBAN structure, ISO 7064 mod-97-10
     check digits and the country's own BBAN check where stdnum has one (``stdnum.iban``).
-    ``compact``: uppercase, no separators."""
+    ``compact``: uppercase, no separators. Memoised."""
     return _iban.is_valid(compact)
 
 
@@ -110,9 +111,11 @@ def iban_ok(compact: str) -> bool:
 
 # GB/T 2260 province-level prefixes of a resident identity number (first two digits).
 _CN_PROVINCES: Final = frozenset(
-    "11 12 13 14 15 21 22 23 31 32 33 34 35 36 37 41 42 43 44 45 46 50 51 52 53 54 61 62 63 64 65 "
-    "71 81 82 83 91".split()
-)
+    {
+        "11", "12", "13", "14", "15", "21", "22", "23", "31", "32", "33", "34", "35", "36", "37", "41", "42", "43",
+        "44", "45", "46", "50", "51", "52", "53", "54", "61", "62", "63", "64", "65", "71", "81", "82", "83", "91",
+    }
+)  # fmt: skip
 
 
 def cn_ric_ok(compact: str) -> bool:
@@ -130,7 +133,7 @@ def cn_ric_ok(compact: str) -> bool:
         born = _cn_ric.get_birth_date(compact)
     except (ValidationError, ValueError):
         return False
-    return 1900 <= born.year and born <= datetime.date.today()
+    return born.year >= 1900 and born <= datetime.date.today()
 
 
 def _stdnum_ok(module: object, number: str) -> bool:
