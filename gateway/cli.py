@@ -348,6 +348,50 @@ def audit_report(
         )
 
 
+@app.command("savings")
+def savings_cmd(
+    since: Annotated[str, typer.Option(help="period start, ISO 8601 (UTC if no offset)")],
+    until: Annotated[str, typer.Option(help="period end, exclusive")],
+    tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
+    config: ConfigOpt = Path("gateway.yaml"),
+) -> None:
+    """Actual spend next to the reference external model's cost for the same tokens."""
+    import datetime as dt
+
+    from gateway.audit.savings import compute_savings
+    from gateway.audit.store import AuditStore
+
+    cfg = _load(config)
+    if cfg.savings.reference_price is None:
+        err.print("[bold red]error[/]: set savings.reference_price in the config")
+        raise typer.Exit(2)
+    start = dt.datetime.fromisoformat(since)
+    end = dt.datetime.fromisoformat(until)
+    start, end = (t if t.tzinfo else t.replace(tzinfo=dt.UTC) for t in (start, end))
+
+    async def run() -> list[dict[str, Any]]:
+        store = AuditStore.from_url(_audit_url(cfg))
+        try:
+            return [r async for r in store.iter_records(tenant=tenant, since=start, until=end)]
+        finally:
+            await store.aclose()
+
+    result = compute_savings(
+        asyncio.run(run()), reference=cfg.savings.reference_price, reference_name=cfg.savings.reference_name,
+        since=start, until=end,
+    )  # fmt: skip
+    table = Table(title=f"savings vs {cfg.savings.reference_name} ({since} .. {until})")
+    for col in ("tenant", "requests", "tokens in+out", "actual USD", "reference USD", "saved USD", "saved %"):
+        table.add_column(col)
+    for name, row in result["tenants"].items():
+        table.add_row(
+            name, str(row["requests"]), f"{row['prompt_tokens']}+{row['completion_tokens']}",
+            f"{row['actual_usd']:.6f}", f"{row['reference_usd']:.6f}", f"{row['saved_usd']:.6f}",
+            f"{row['saved_pct']:.1f}",
+        )  # fmt: skip
+    Console(width=200).print(table)
+
+
 @audit_app.command("prune")
 def audit_prune(
     older_than_days: Annotated[float, typer.Option(min=0, help="delete records older than this many days")],

@@ -33,6 +33,7 @@ __all__ = [
     "PolicyConfig",
     "Price",
     "ResidencyRule",
+    "SavingsConfig",
     "Settings",
     "TenantConfig",
     "load_config",
@@ -298,6 +299,14 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(default=1_048_576, gt=0)
 
 
+class SavingsConfig(_Strict):
+    """The reference for the "open models saved X%" figure: what the same tokens would have
+    cost on this external model (USD per million tokens, e.g. a provider's list price)."""
+
+    reference_name: str = "reference external model"
+    reference_price: Price | None = None
+
+
 class GatewayConfig(_Strict):
     """The whole ``gateway.yaml`` document. ``source`` is the file it came from."""
 
@@ -306,6 +315,7 @@ class GatewayConfig(_Strict):
     audit: AuditConfig = AuditConfig()
     classification: ClassificationConfig = ClassificationConfig()
     limits_store: LimitsStoreConfig = LimitsStoreConfig()
+    savings: SavingsConfig = SavingsConfig()
     deployments: tuple[DeploymentConfig, ...] = Field(min_length=1)
     aliases: dict[str, AliasConfig] = {}
     tenants: dict[str, TenantConfig] = Field(min_length=1)

@@ -337,13 +337,16 @@ def _choose(ctx: RequestContext, dep: DeploymentConfig) -> None:
 def upstream_body(data: Mapping[str, Any]) -> dict[str, Any]:
     """The request as sent to a deployment: the client's fields minus model/stream settings
     (the adapter sets the deployment's model), with text-only content-part arrays joined into
-    a plain string — the same prompt, in the form every OpenAI-compatible server accepts."""
+    a plain string and an assistant tool-call message's null content sent as "" — the same
+    prompt, in the form every OpenAI-compatible server accepts."""
     body = {k: v for k, v in data.items() if k not in ("model", "stream", "stream_options")}
     messages = []
     for message in data.get("messages") or []:
         content = message.get("content")
         if isinstance(content, list) and all(p.get("type") == "text" for p in content):
             message = {**message, "content": "".join(str(p.get("text", "")) for p in content)}
+        elif content is None and message.get("role") == "assistant":
+            message = {**message, "content": ""}  # llama.cpp rejects null content beside tool_calls
         messages.append(message)
     body["messages"] = messages
     return body

@@ -160,3 +160,27 @@ def test_cli_verify_export_csv_and_signed_evidence_report(gateway: GatewayUnderT
     assert report["sensitive_left_allowed"] == 0 and report["served_outside_eligible"] == 0
     key = Signer.from_file(Path(gateway.signing_key_file), create=False).public_key
     key.verify(base64.b64decode(signed["signature"]), canonical(report).encode())
+
+
+def test_savings_compare_actual_spend_with_the_reference_model(gateway: GatewayUnderTest) -> None:
+    import datetime as dt
+
+    start = dt.datetime.now(dt.UTC)
+    for _ in range(2):
+        assert gateway.post(CHAT, json=REQ).status_code == 200  # ext-cheap
+    assert gateway.post(CHAT, json={**REQ, "model": "local-smollm2", "max_tokens": 4}).status_code == 200
+    end = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
+    params = {"since": start.isoformat(), "until": end.isoformat()}
+
+    r = gateway.client.get("/v1/savings", params=params, headers={"authorization": f"Bearer {AUDITOR_KEY}"})
+    assert r.status_code == 200, r.text
+    row = r.json()["tenants"]["acme-eu"]
+    records = [x for x in _list(gateway, AUDITOR_KEY, since=start.isoformat()) if x["status"] == "ok"]
+    assert row["requests"] == len(records) == 3
+    actual = sum(x["cost_usd"] for x in records)
+    reference = sum(x["prompt_tokens"] * 10.0 + x["completion_tokens"] * 30.0 for x in records) / 1_000_000
+    assert abs(row["actual_usd"] - actual) < 1e-9 and abs(row["reference_usd"] - reference) < 1e-9
+    assert row["saved_pct"] == round(100 * (reference - actual) / reference, 2)
+    assert set(row["by_deployment"]) == {"ext-cheap", "local-smollm2"}
+    forbidden = gateway.client.get("/v1/savings", params=params, headers={"authorization": f"Bearer {APP_KEY}"})
+    assert forbidden.status_code == 403

@@ -8,8 +8,9 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query, Request
 
 from gateway.api.deps import GatewayDep
+from gateway.audit.savings import compute_savings
 from gateway.auth import require_role
-from gateway.errors import PermissionDenied
+from gateway.errors import InvalidRequest, PermissionDenied
 
 __all__ = ["router"]
 
@@ -72,3 +73,32 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=dt.UTC)
+
+
+@router.get("/v1/savings")
+async def savings(
+    request: Request,
+    gateway: GatewayDep,
+    since: Annotated[dt.datetime, Query()],
+    until: Annotated[dt.datetime, Query()],
+    tenant: Annotated[str | None, Query(max_length=128)] = None,
+) -> dict[str, Any]:
+    """Actual spend next to the configured reference model's cost for the same tokens, per
+    tenant, for ``since`` ≤ created_at < ``until``. Roles auditor or admin; a key bound to its
+    tenant sees only it. Raises 400 when no ``savings.reference_price`` is configured."""
+    principal = gateway.keyring.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    if not {"auditor", "admin"} & set(principal.roles):
+        raise PermissionDenied("savings need the auditor or admin role")
+    if not principal.all_tenants:
+        if tenant is not None and tenant != principal.tenant:
+            raise PermissionDenied(f"this key is bound to tenant {principal.tenant!r}", param="tenant")
+        tenant = principal.tenant
+    reference = gateway.config.savings.reference_price
+    if reference is None:
+        raise InvalidRequest("no savings.reference_price is configured", param="savings.reference_price")
+    start, end = _utc(since), _utc(until)
+    assert start is not None and end is not None
+    records = [r async for r in gateway.audit.iter_records(tenant=tenant, since=start, until=end)]
+    return compute_savings(
+        records, reference=reference, reference_name=gateway.config.savings.reference_name, since=start, until=end
+    )

@@ -101,9 +101,7 @@ def _sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def _verify_chain(
-    report: ChainReport, entries: list[Mapping[str, Any]], anchors: Mapping[int, str]
-) -> dict[int, str]:
+def _verify_chain(report: ChainReport, entries: list[Mapping[str, Any]], anchors: Mapping[int, str]) -> dict[int, str]:
     """Walk one chain in seq order; returns seq → record_hash for the verified prefix.
 
     A chain whose oldest records were removed by retention starts right after a signed
