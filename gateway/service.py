@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 import anyio
 
@@ -237,17 +237,20 @@ class Gateway:
         completion_text: str,
         completion_chunks: int | None = None,
     ) -> None:
-        """Tokens and cost (USD) for the record: upstream usage, else a local estimate."""
-        if isinstance(usage, dict) and isinstance(usage.get("prompt_tokens"), int):
-            ctx.prompt_tokens = usage["prompt_tokens"]
-            ctx.completion_tokens = int(usage.get("completion_tokens") or 0)
+        """Tokens and cost (USD) for the record: upstream usage when it is plausible (two
+        non-negative int32 counts), else a local estimate marked ``tokens_estimated``."""
+        prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+        completion = usage.get("completion_tokens", 0) if isinstance(usage, dict) else None
+        if _is_count(prompt) and _is_count(completion):
+            prompt_tokens, completion_tokens = prompt, completion
         else:
-            ctx.prompt_tokens = est_input
-            ctx.completion_tokens = (
+            prompt_tokens = est_input
+            completion_tokens = (
                 completion_chunks if completion_chunks is not None else estimate_tokens(len(completion_text))
             )
             ctx.tokens_estimated = True
-        ctx.cost_usd = estimated_cost_usd(dep, input_tokens=ctx.prompt_tokens, output_tokens=ctx.completion_tokens)
+        ctx.prompt_tokens, ctx.completion_tokens = prompt_tokens, completion_tokens
+        ctx.cost_usd = estimated_cost_usd(dep, input_tokens=prompt_tokens, output_tokens=completion_tokens)
 
     async def _relay(
         self, ctx: RequestContext, start: StreamStart, *, include_usage: bool, est_input: int
@@ -327,6 +330,11 @@ class Gateway:
                 # record keeps status "pending" — visible to auditors as an unfinished request.
                 with contextlib.suppress(GatewayError):
                     await self.audit.record_outcome(ctx)
+
+
+def _is_count(value: Any) -> TypeGuard[int]:
+    """A token count an upstream may plausibly report: an int in [0, 2^31)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**31
 
 
 def _choose(ctx: RequestContext, dep: DeploymentConfig) -> None:

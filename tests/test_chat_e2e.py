@@ -406,3 +406,18 @@ def test_audit_database_holds_no_api_key_nor_prompt_or_completion_text(gateway: 
     everything = asyncio.run(dump())
     for secret in (APP_KEY, AUDITOR_KEY, OTHER_TENANT_KEY, "sk-not-a-key", canary, "Smithers", completion):
         assert secret not in everything, f"{secret[:12]}… found in the audit database"
+
+
+def test_implausible_upstream_usage_is_replaced_by_a_marked_estimate(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator
+) -> None:
+    hostile = {
+        "id": "chatcmpl-x", "object": "chat.completion", "created": 0, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi there"}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 2**80, "completion_tokens": "lots", "total_tokens": -1},
+    }  # fmt: skip
+    sim_a.behave(body=hostile)
+    r = gateway.post(CHAT, json=body("external"))
+    assert r.status_code == 200, r.text
+    rec = gateway.record(r.headers["x-request-id"])
+    assert rec["tokens_estimated"] is True and 0 < rec["prompt_tokens"] < 1000
