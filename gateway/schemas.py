@@ -135,4 +135,6 @@ def parse_chat_request(data: dict[str, Any]) -> ChatCompletionRequest:
         err = exc.errors(include_url=False)[0]
         param = _param(tuple(err["loc"]))
         msg = str(err["msg"]).removeprefix("Value error, ")
+        if err["type"] in ("model_type", "model_attributes_type", "dict_type"):
+            msg = "must be a JSON object"  # pydantic's text names internal classes
         raise InvalidRequest(f"{param}: {msg}", param=param) from None

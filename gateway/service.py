@@ -134,13 +134,7 @@ class Gateway:
         ctx.stream = request.stream
         ctx.prompt_digest = self.digester.prompt(ctx.principal.tenant, data["messages"])
 
-        declared_header = headers.get(CLASSIFICATION_HEADER)
-        declared = None
-        if declared_header is not None:
-            try:
-                declared = DataLevel.parse(declared_header)
-            except ValueError as exc:
-                raise InvalidRequest(str(exc), param=CLASSIFICATION_HEADER) from None
+        declared = _declared_level(headers.get(CLASSIFICATION_HEADER))
 
         found = self.config.candidates(request.model)
         if found is None:
@@ -330,6 +324,18 @@ class Gateway:
                 # record keeps status "pending" — visible to auditors as an unfinished request.
                 with contextlib.suppress(GatewayError):
                     await self.audit.record_outcome(ctx)
+
+
+def _declared_level(header: str | None) -> DataLevel | None:
+    """The declared level from ``x-data-classification``: every value of the header (repeated
+    headers arrive comma-joined, RFC 9110 §5.3) must be a level; the highest one counts.
+    Raises InvalidRequest naming the header otherwise."""
+    if header is None:
+        return None
+    try:
+        return max(DataLevel.parse(value) for value in header.split(","))
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param=CLASSIFICATION_HEADER) from None
 
 
 def _is_count(value: Any) -> TypeGuard[int]:

@@ -421,3 +421,29 @@ def test_implausible_upstream_usage_is_replaced_by_a_marked_estimate(
     assert r.status_code == 200, r.text
     rec = gateway.record(r.headers["x-request-id"])
     assert rec["tokens_estimated"] is True and 0 < rec["prompt_tokens"] < 1000
+
+
+def test_repeated_classification_headers_count_the_highest_and_reject_unknown(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator
+) -> None:
+    hdrs = [("authorization", f"Bearer {APP_KEY}"), ("x-data-classification", "public"),
+            ("x-data-classification", "restricted")]  # fmt: skip
+    r = gateway.client.post(CHAT, headers=hdrs, json=body("external"))
+    assert r.status_code == 403, "restricted data must not reach the external-only alias"
+    assert gateway.record(r.headers["x-request-id"])["data_level"] == "restricted"
+    r = gateway.post(CHAT, json=body("external"), headers={"x-data-classification": "public, restricted"})
+    assert r.status_code == 403
+    r = gateway.post(CHAT, json=body("external"), headers={"x-data-classification": "public, bogus"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "x-data-classification"
+    assert sim_a.requests == []
+
+
+def test_error_messages_name_no_internal_class(gateway: GatewayUnderTest) -> None:
+    r = gateway.post(CHAT, json={"model": "auto", "messages": ["hi"]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "messages[0]"
+    assert "ChatMessage" not in r.text and "must be a JSON object" in r.text
+
+
+def test_oversized_body_to_an_unknown_route_is_413(gateway: GatewayUnderTest) -> None:
+    r = gateway.post("/v1/embeddings", content=b"x" * 2_000_000, headers={"content-type": "application/json"})
+    assert r.status_code == 413

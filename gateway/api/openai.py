@@ -54,7 +54,18 @@ async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
         raw = await read_body(request, gateway.config.server.max_body_bytes)
     except GatewayError as exc:
         return render(await gateway.fail(ctx, exc))
-    return render(await gateway.chat(ctx, raw, request.headers))
+    return render(await gateway.chat(ctx, raw, _pipeline_headers(request)))
+
+
+def _pipeline_headers(request: Request) -> dict[str, str]:
+    """The headers the pipeline reads, each repeated header joined with ", " (RFC 9110 §5.3),
+    so a second ``x-data-classification`` is never silently dropped."""
+    out = {}
+    for name in ("authorization", "x-api-key", "x-data-classification"):
+        values = request.headers.getlist(name)
+        if values:
+            out[name] = ", ".join(values)
+    return out
 
 
 @router.get("/v1/models")
@@ -82,4 +93,8 @@ async def unknown_route(path: str, request: Request, gateway: GatewayDep) -> Res
     if request.method in ("GET", "HEAD"):
         return error_response(error)
     ctx = RequestContext(endpoint=f"unknown:/{path}"[:64])
+    try:
+        await read_body(request, gateway.config.server.max_body_bytes)
+    except GatewayError as too_large:
+        error = too_large
     return render(await gateway.fail(ctx, error))
