@@ -8,6 +8,7 @@ only). :func:`load_config` validates it strictly (unknown keys are errors) and r
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from pathlib import Path
@@ -174,14 +175,18 @@ class TenantConfig(_Strict):
     """A tenant: home region, default (floor) data level and per-level residency rules.
 
     ``capture_prompts``: ask the policy to oblige encrypted prompt capture for this tenant
-    (needs ``audit.capture_public_key_file``). ``limits``: the tenant's rate limits and
-    budgets, shared by all its keys (see :class:`Limits`).
+    (needs ``audit.capture_public_key_file``). ``redact_external``: labels or label prefixes
+    the policy obliges the gateway to redact before data reaches an external deployment;
+    ``restore_redacted``: put the original values back into the answer for the client.
+    ``limits``: the tenant's rate limits and budgets, shared by all its keys (see :class:`Limits`).
     """
 
     home_region: str
     default_level: str = "internal"
     allowed: dict[str, ResidencyRule]
     capture_prompts: bool = False
+    redact_external: tuple[str, ...] = ()
+    restore_redacted: bool = True
     limits: Limits = Limits()
 
     @field_validator("default_level")
@@ -207,6 +212,7 @@ class TenantConfig(_Strict):
             "floor": self.default_level,
             "allowed": {k: v.model_dump(exclude_none=True) for k, v in self.allowed.items()},
             "capture_prompts": self.capture_prompts,
+            "redact_external": list(self.redact_external),
         }
 
 
@@ -258,9 +264,20 @@ _LABEL = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
 class ClassificationConfig(_Strict):
     """Data classification: ``label_levels`` maps a label or label prefix (``secret``,
     ``pii``, ``pii.email``) to the data level a match implies; the longest matching prefix
-    wins. Entries are merged over the defaults ``{secret: restricted, pii: confidential}``."""
+    wins. Entries are merged over the defaults ``{secret: restricted, pii: confidential}``.
+    ``engine``: ``builtin`` (default; fast, validated formats) or ``presidio`` (Presidio's
+    recognizers, offline; needs the ``presidio`` extra; finds no secrets and fewer IDs — see
+    ``gateway/classify/presidio.py``)."""
 
+    engine: Literal["builtin", "presidio"] = "builtin"
     label_levels: dict[str, str] = {}
+
+    @field_validator("engine")
+    @classmethod
+    def _engine(cls, value: str) -> str:
+        if value == "presidio" and importlib.util.find_spec("presidio_analyzer") is None:
+            raise ValueError("engine 'presidio' needs presidio-analyzer: pip install 'sovereign-gateway[presidio]'")
+        return value
 
     @field_validator("label_levels")
     @classmethod

@@ -151,6 +151,7 @@ class RequestContext:
     cost_usd: float | None = None
     prompt_digest: str | None = None
     prompt_capture: dict[str, str] | None = None
+    redacted: dict[str, int] | None = None
     response_digest: str | None = None
     stream: bool = False
     admission: Admission | None = None

@@ -13,7 +13,7 @@ layer sends a terminal error event and the record says ``partial``).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from adapters import Adapter, AdapterError, Target, UpstreamHTTPError
@@ -21,7 +21,10 @@ from gateway.config import DeploymentConfig
 from gateway.context import Attempt, RequestContext
 from gateway.errors import UpstreamError
 
-__all__ = ["Executor", "StreamStart"]
+__all__ = ["Executor", "Prepare", "StreamStart"]
+
+Prepare = Callable[[DeploymentConfig, dict[str, Any]], dict[str, Any]]
+"""Per-attempt body transform (e.g. a redaction obligation for that deployment)."""
 
 
 def _target(dep: DeploymentConfig) -> Target:
@@ -80,7 +83,11 @@ class Executor:
         self._adapters = dict(adapters)
 
     async def complete(
-        self, ctx: RequestContext, planned: Sequence[DeploymentConfig], body: dict[str, Any]
+        self,
+        ctx: RequestContext,
+        planned: Sequence[DeploymentConfig],
+        body: dict[str, Any],
+        prepare: Prepare | None = None,
     ) -> tuple[DeploymentConfig, dict[str, Any]]:
         """Try each planned deployment until one answers.
 
@@ -91,7 +98,8 @@ class Executor:
         for dep in planned:
             started = time.perf_counter()
             try:
-                response = await self._adapters[dep.adapter].complete(_target(dep), body)
+                sent = prepare(dep, body) if prepare else body
+                response = await self._adapters[dep.adapter].complete(_target(dep), sent)
             except AdapterError as exc:
                 ctx.attempts.append(
                     Attempt(dep.id, "error", (time.perf_counter() - started) * 1000, exc.status, _describe(exc))
@@ -105,7 +113,11 @@ class Executor:
         raise _aggregate(ctx, errors)
 
     async def open_stream(
-        self, ctx: RequestContext, planned: Sequence[DeploymentConfig], body: dict[str, Any]
+        self,
+        ctx: RequestContext,
+        planned: Sequence[DeploymentConfig],
+        body: dict[str, Any],
+        prepare: Prepare | None = None,
     ) -> StreamStart:
         """Open a stream on the first planned deployment that delivers a first chunk.
 
@@ -115,7 +127,7 @@ class Executor:
         errors: list[AdapterError] = []
         for dep in planned:
             started = time.perf_counter()
-            chunks = self._adapters[dep.adapter].stream(_target(dep), body)
+            chunks = self._adapters[dep.adapter].stream(_target(dep), prepare(dep, body) if prepare else body)
             try:
                 first = await anext(chunks)
             except (AdapterError, StopAsyncIteration) as exc:

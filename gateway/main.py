@@ -73,7 +73,7 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
     return Gateway(
         config=config,
         keyring=KeyRing(config.keys, config.tenants),
-        classifier=Classifier.with_builtin(config.classification.levels()),
+        classifier=Classifier.from_config(config.classification),
         engine=engine,
         executor=Executor(adapters),
         limiter=build_limiter(config),

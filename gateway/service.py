@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, cast
 
 import anyio
 
@@ -26,11 +26,12 @@ from gateway.audit.digest import Digester
 from gateway.audit.ledger import canonical
 from gateway.audit.store import AuditStore
 from gateway.auth import KeyRing, require_role
-from gateway.classify import Classifier, request_texts
+from gateway.classify import Classifier, SpanDetector, request_texts
+from gateway.classify.redact import Redaction, Restorer, redact_body
 from gateway.config import DeploymentConfig, GatewayConfig
 from gateway.context import DataLevel, RequestContext
 from gateway.errors import GatewayError, InvalidRequest, NotFound, PolicyDenied, PolicyUnavailable
-from gateway.execute import Executor, StreamStart
+from gateway.execute import Executor, Prepare, StreamStart
 from gateway.limits import Limiter
 from gateway.policy import PolicyEngine, build_input
 from gateway.routing import estimated_cost_usd, plan
@@ -203,23 +204,68 @@ class Gateway:
         await self.audit.record_decision(ctx)
 
         body = upstream_body(data)
+        redactions: dict[str, Redaction] = {}
+        prepare = self._redaction(decision.obligations, redactions)
         if request.stream:
-            start = await self.executor.open_stream(ctx, planned, {**body, "stream_options": {"include_usage": True}})
+            start = await self.executor.open_stream(
+                ctx, planned, {**body, "stream_options": {"include_usage": True}}, prepare
+            )
             _choose(ctx, start.deployment)
+            restorer = self._restorer(ctx, tenant.restore_redacted, redactions.get(start.deployment.id))
             include_usage = bool((request.stream_options or {}).get("include_usage"))
             return Outcome(
                 ctx,
-                stream=self._relay(ctx, start, include_usage=include_usage, est_input=est_input),
+                stream=self._relay(ctx, start, include_usage=include_usage, est_input=est_input, restorer=restorer),
                 headers={"x-gateway-deployment": start.deployment.id},
             )
 
-        dep, response = await self.executor.complete(ctx, planned, body)
+        dep, response = await self.executor.complete(ctx, planned, body, prepare)
         _choose(ctx, dep)
+        restorer = self._restorer(ctx, tenant.restore_redacted, redactions.get(dep.id))
+        if restorer is not None:
+            _restore_response(response, restorer)
         completion = _message_text(response)
         ctx.response_digest = self.digester.text(ctx.principal.tenant, completion)
         self._settle(ctx, dep, response.get("usage"), est_input=est_input, completion_text=completion)
         await self.limiter.settle(ctx)
         return Outcome(ctx, response=response, headers={"x-gateway-deployment": dep.id})
+
+    def _redaction(self, obligations: Mapping[str, Any], done: dict[str, Redaction]) -> Prepare | None:
+        """The per-attempt body transform for a ``redact`` obligation (deployment id → labels),
+        or None. Fails closed: a malformed obligation, no span detector, or a redaction error
+        raises PolicyUnavailable and nothing is sent."""
+        wanted = obligations.get("redact")
+        if not wanted:
+            return None
+        if not isinstance(wanted, dict) or not all(
+            isinstance(v, list) and all(isinstance(x, str) for x in v) for v in wanted.values()
+        ):
+            raise PolicyUnavailable("the policy's redact obligation is malformed (denied)")
+        detector = next((d for d in self.classifier.detectors if callable(getattr(d, "find", None))), None)
+        if detector is None:
+            raise PolicyUnavailable("the policy requires redaction but no detector reports spans (denied)")
+        span_detector = cast(SpanDetector, detector)
+
+        def prepare(dep: DeploymentConfig, body: dict[str, Any]) -> dict[str, Any]:
+            labels = wanted.get(dep.id)
+            if not labels:
+                return body
+            try:
+                sent, redaction = redact_body(body, span_detector, labels)
+            except Exception as exc:  # any detector fault: send nothing
+                raise PolicyUnavailable(f"redaction failed ({type(exc).__name__}); nothing was sent") from exc
+            done[dep.id] = redaction
+            return sent
+
+        return prepare
+
+    @staticmethod
+    def _restorer(ctx: RequestContext, restore: bool, redaction: Redaction | None) -> Restorer | None:
+        """Record what was redacted for the serving deployment; a Restorer if answers are restored."""
+        if redaction is None:
+            return None
+        ctx.redacted = dict(redaction.counts)
+        return Restorer(redaction.mapping) if restore and redaction.mapping else None
 
     def _settle(
         self,
@@ -247,7 +293,13 @@ class Gateway:
         ctx.cost_usd = estimated_cost_usd(dep, input_tokens=prompt_tokens, output_tokens=completion_tokens)
 
     async def _relay(
-        self, ctx: RequestContext, start: StreamStart, *, include_usage: bool, est_input: int
+        self,
+        ctx: RequestContext,
+        start: StreamStart,
+        *,
+        include_usage: bool,
+        est_input: int,
+        restorer: Restorer | None = None,
     ) -> AsyncIterator[bytes]:
         """Relay upstream chunks as SSE; end with [DONE], or with an error event (partial).
 
@@ -272,9 +324,12 @@ class Gateway:
                 if include_usage or not usage_only:
                     if not include_usage:
                         chunk = {k: v for k, v in chunk.items() if k != "usage"}
-                    yield _sse(chunk)
+                    for out in _restored_chunks(chunk, restorer) if restorer else (chunk,):
+                        yield _sse(out)
                 last = chunk
                 chunk = await anext(start.chunks, None)
+            if restorer is not None and (tail := restorer.flush()):
+                yield _sse({**last, "choices": [{"index": 0, "delta": {"content": tail}, "finish_reason": None}]})
             if include_usage and usage is None:
                 # The upstream sent no usage (llama.cpp does not): send the gateway's count.
                 self._settle(
@@ -336,6 +391,38 @@ def _declared_level(header: str | None) -> DataLevel | None:
         return max(DataLevel.parse(value) for value in header.split(","))
     except ValueError as exc:
         raise InvalidRequest(str(exc), param=CLASSIFICATION_HEADER) from None
+
+
+def _restore_response(response: dict[str, Any], restorer: Restorer) -> None:
+    """Put redacted values back into a chat.completion's message contents and tool-call
+    arguments (in place)."""
+    for choice in response.get("choices") or []:
+        message = choice.get("message") or {}
+        if isinstance(message.get("content"), str):
+            message["content"] = restorer.text(message["content"])
+        for call in message.get("tool_calls") or []:
+            function = call.get("function") if isinstance(call, dict) else None
+            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
+                function["arguments"] = restorer.text(function["arguments"])
+
+
+def _restored_chunks(chunk: dict[str, Any], restorer: Restorer) -> list[dict[str, Any]]:
+    """A stream chunk with redacted values restored. Text that may be the start of a
+    placeholder split across chunks is held back; it is emitted, restored, just before the
+    chunk that finishes the choice."""
+    out: list[dict[str, Any]] = []
+    choices = []
+    for choice in chunk.get("choices") or []:
+        choice = dict(choice)
+        delta = dict(choice.get("delta") or {})
+        if isinstance(delta.get("content"), str):
+            delta["content"] = restorer.feed(delta["content"])
+        choice["delta"] = delta
+        if choice.get("finish_reason") and (tail := restorer.flush()):
+            out.append({**chunk, "choices": [{"index": choice.get("index", 0), "delta": {"content": tail}}]})
+        choices.append(choice)
+    out.append({**chunk, "choices": choices} if "choices" in chunk else chunk)
+    return out
 
 
 def _is_count(value: Any) -> TypeGuard[int]:

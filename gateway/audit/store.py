@@ -91,6 +91,7 @@ def record_of(ctx: RequestContext) -> dict[str, Any]:
         "prompt_hmac": ctx.prompt_digest,
         "response_hmac": ctx.response_digest,
         "prompt_capture": ctx.prompt_capture,
+        "redacted": ctx.redacted,
         "limits": ctx.admission.as_record() if ctx.admission else None,
     }
 

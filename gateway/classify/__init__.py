@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Protocol
+from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from gateway.classify.builtin import LABELS, BuiltinDetector, Finding
 from gateway.context import Classification, DataLevel
+
+if TYPE_CHECKING:
+    from gateway.config import ClassificationConfig
 
 __all__ = [
     "DEFAULT_LABEL_LEVELS",
@@ -194,6 +197,17 @@ class Classifier:
         """The default classifier: the built-in engine (:class:`BuiltinDetector`) and
         ``label_levels`` (default :data:`DEFAULT_LABEL_LEVELS`)."""
         return cls([BuiltinDetector()], label_levels)
+
+    @classmethod
+    def from_config(cls, config: ClassificationConfig) -> Classifier:
+        """The classifier ``classification:`` configures: its ``engine`` — ``builtin``
+        (:class:`BuiltinDetector`) or ``presidio`` (:class:`~gateway.classify.presidio.PresidioDetector`,
+        imported only when selected) — and its ``label_levels``."""
+        if config.engine == "presidio":
+            from gateway.classify.presidio import PresidioDetector
+
+            return cls([PresidioDetector()], config.levels())
+        return cls.with_builtin(config.levels())
 
     @property
     def detectors(self) -> tuple[Detector, ...]:
