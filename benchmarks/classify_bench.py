@@ -1,7 +1,9 @@
-"""Benchmark (not a test) of the built-in classify engine: time per 16 KB prompt, throughput,
-and precision/recall per label on the Faker corpus.
+"""Benchmark (not a test) of the classify engines — the built-in one and, next to it, the
+optional Presidio engine: time per 16 KB prompt, throughput, and precision/recall per label on
+the Faker corpus.
 
-    .venv/bin/python -m benchmarks.classify_bench [--repeat 300] [--kib 16] [--no-corpus]
+    .venv/bin/python -m benchmarks.classify_bench [--repeat 300] [--presidio-repeat 50] [--kib 16]
+                                                  [--no-corpus] [--no-presidio]
 
 Results are printed and written to ``benchmarks/results/classify_bench.json``.
 
@@ -16,8 +18,11 @@ Prompts (each ``--kib`` KiB of UTF-8, seeded so every run measures the same text
 * ``zh_CN``     Chinese prose with full-width punctuation and a date every paragraph.
 * ``pii``       one PII value or credential every ~120 characters (worst realistic case).
 
-Each prompt is timed through ``BuiltinDetector.detect`` (what the gateway runs) and, for the
+Each prompt is timed through each engine's ``detect`` (what the gateway runs) and, for the
 headline prompt, through ``Classifier.classify`` on a chat body (adds the request walk).
+Presidio (``gateway.classify.presidio.PresidioDetector``: pattern recognizers, no NLP model) is
+measured when ``presidio-analyzer`` is installed (the ``presidio`` or ``dev`` extra), with
+fewer timed calls (``--presidio-repeat``) because each takes tens of milliseconds.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from pathlib import Path
 
 from faker import Faker
 
-from gateway.classify import BuiltinDetector, Classifier
+from gateway.classify import BuiltinDetector, Classifier, SpanDetector
 from gateway.context import DataLevel
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,37 +133,33 @@ def _time(fn: Callable[[], object], repeat: int) -> list[float]:
     return samples
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=300, help="timed calls per prompt")
-    parser.add_argument("--kib", type=int, default=16, help="prompt size in KiB")
-    parser.add_argument("--no-corpus", action="store_true", help="skip the precision/recall table")
-    args = parser.parse_args()
-
-    detector = BuiltinDetector()
-    texts = prompts(args.kib)
-    report: dict[str, object] = {"kib": args.kib, "repeat": args.repeat, "python": platform.python_version()}
+def _engine_report(
+    name: str, detector: SpanDetector, texts: dict[str, str], repeat: int, corpus: bool
+) -> dict[str, object]:
+    """Time ``detector`` on every prompt and ``Classifier.classify`` on the business body;
+    score it on the corpus unless ``corpus`` is false. Prints as it goes."""
+    report: dict[str, object] = {"engine": name, "repeat": repeat}
     rows: list[dict[str, object]] = []
-    print(f"built-in engine, {args.kib} KiB prompts, {args.repeat} calls each (median / p95 in ms)\n")
+    print(f"\n{name} engine, {repeat} calls per prompt (median / p95 in ms)\n")
     print(f"{'prompt':10s} {'bytes':>6s} {'median ms':>9s} {'p95 ms':>7s} {'MB/s':>7s}  labels")
-    for name, text in texts.items():
+    for prompt, text in texts.items():
         size = len(text.encode("utf-8"))
-        samples = _time(lambda text=text: detector.detect([text]), args.repeat)
+        samples = _time(lambda text=text: detector.detect([text]), repeat)
         median = statistics.median(samples)
-        p95 = sorted(samples)[int(0.95 * len(samples)) - 1]
+        p95 = sorted(samples)[max(0, int(0.95 * len(samples)) - 1)]
         labels = ",".join(sorted(detector.detect([text]))) or "-"
-        print(f"{name:10s} {size:6d} {median * 1e3:9.3f} {p95 * 1e3:7.3f} {size / median / 1e6:7.1f}  {labels}")
-        rows.append({"prompt": name, "bytes": size, "median_ms": median * 1e3, "p95_ms": p95 * 1e3, "labels": labels})
+        print(f"{prompt:10s} {size:6d} {median * 1e3:9.3f} {p95 * 1e3:7.3f} {size / median / 1e6:7.1f}  {labels}")
+        rows.append({"prompt": prompt, "bytes": size, "median_ms": median * 1e3, "p95_ms": p95 * 1e3, "labels": labels})
     report["prompts"] = rows
 
-    classifier = Classifier.with_builtin()
+    classifier = Classifier([detector])
     body = {"model": "auto", "messages": [{"role": "user", "content": texts["business"]}]}
-    samples = _time(lambda: classifier.classify(body, declared=None, floor=DataLevel.PUBLIC), args.repeat)
+    samples = _time(lambda: classifier.classify(body, declared=None, floor=DataLevel.PUBLIC), repeat)
     median_ms = statistics.median(samples) * 1e3
-    print(f"\nClassifier.classify on a chat body with the business prompt: median {median_ms:.3f} ms")
+    print(f"\nClassifier.classify ({name}) on a chat body with the business prompt: median {median_ms:.3f} ms")
     report["classify_business_median_ms"] = median_ms
 
-    if not args.no_corpus:
+    if corpus:
         from benchmarks.classify_corpus import generate, score
 
         docs = generate()
@@ -167,16 +168,54 @@ def main() -> None:
         elapsed = time.perf_counter() - started
         size = sum(len(d.text.encode("utf-8")) for d in docs)
         rate = size / elapsed / 1e6
-        print(f"\ncorpus: {len(docs)} documents, {size / 1e6:.2f} MB, scored in {elapsed:.2f} s ({rate:.1f} MB/s)")
+        mb = size / 1e6
+        print(f"\ncorpus ({name}): {len(docs)} documents, {mb:.2f} MB, scored in {elapsed:.2f} s ({rate:.2f} MB/s)")
         print(result.table())
         report["corpus"] = {
             "documents": len(docs),
+            "mb_per_s": rate,
             "labels": {
                 label: {"precision": result.precision(label), "recall": result.recall(label),
                         "gold": result.tp[label] + result.fn[label]}
                 for label in result.labels()
             },
         }  # fmt: skip
+    return report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=300, help="timed calls per prompt (built-in engine)")
+    parser.add_argument("--presidio-repeat", type=int, default=50, help="timed calls per prompt (Presidio)")
+    parser.add_argument("--kib", type=int, default=16, help="prompt size in KiB")
+    parser.add_argument("--no-corpus", action="store_true", help="skip the precision/recall table")
+    parser.add_argument("--no-presidio", action="store_true", help="measure the built-in engine only")
+    args = parser.parse_args()
+
+    texts = prompts(args.kib)
+    report: dict[str, object] = {"kib": args.kib, "repeat": args.repeat, "python": platform.python_version()}
+    # The built-in engine's figures stay at the top level (as before); Presidio's under "presidio".
+    report.update(_engine_report("built-in", BuiltinDetector(), texts, args.repeat, not args.no_corpus))
+    del report["engine"]
+    if not args.no_presidio:
+        started = time.perf_counter()
+        try:
+            from gateway.classify.presidio import PresidioDetector
+        except ImportError as exc:
+            print(f"\nPresidio not measured: {exc} (install the 'presidio' extra)")
+        else:
+            presidio = PresidioDetector()
+            built_ms = (time.perf_counter() - started) * 1e3
+            print(f"\nimport + PresidioDetector() in {built_ms:.0f} ms (presidio-analyzer imports spaCy)")
+            result = _engine_report("presidio", presidio, texts, args.presidio_repeat, not args.no_corpus)
+            result["construct_ms"] = built_ms
+            report["presidio"] = result
+            print("\nside by side, median ms per prompt (built-in / Presidio):")
+            builtin_rows = {str(r["prompt"]): r for r in report["prompts"]}  # type: ignore[attr-defined]
+            for row in result["prompts"]:  # type: ignore[attr-defined]
+                ours = builtin_rows[row["prompt"]]
+                ratio = row["median_ms"] / ours["median_ms"]
+                print(f"{row['prompt']:10s} {ours['median_ms']:8.3f} {row['median_ms']:9.3f}  ({ratio:.0f}x)")
     out = ROOT / "benchmarks" / "results" / "classify_bench.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")

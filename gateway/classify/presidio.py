@@ -88,9 +88,12 @@ key. Every recognizer is registered under it and runs on text in any language.""
 
 
 class _OfflineEmailRecognizer(EmailRecognizer):  # type: ignore[misc, unused-ignore]  # Any without the extra
-    """Presidio's email recognizer, validating the domain against the bundled PSL snapshot."""
+    """Presidio's email recognizer, validating the domain against the bundled PSL snapshot:
+    no suffix-list URL to fetch, no disk cache to read or write (``cache_dir=None``)."""
 
-    _tld: Final = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True)
+    def __init__(self, supported_language: str) -> None:
+        super().__init__(supported_language=supported_language)
+        self._tld = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True)
 
     def validate_result(self, pattern_text: str) -> bool:
         return bool(self._tld(pattern_text).fqdn != "")

@@ -71,9 +71,7 @@ class Redaction:
 
     def text(self, text: str, detector: SpanDetector, labels: Sequence[str]) -> str:
         """``text`` with every span of a wanted label replaced."""
-        spans = sorted(
-            (f.start, f.end, f.label) for f in detector.find([text]) if _wanted(f.label, labels)
-        )
+        spans = sorted((f.start, f.end, f.label) for f in detector.find([text]) if _wanted(f.label, labels))
         if not spans:
             return text
         out, at = [], 0
