@@ -77,7 +77,8 @@ class Classification:
     """Result of the classify stage.
 
     ``level`` = max(tenant floor, detected, declared): a declaration may raise, never lower.
-    ``labels`` are dotted label names (``pii.email``); never the matched values.
+    ``labels`` are dotted label names (``pii.email``), ``label_counts`` matches per label;
+    never the matched values.
     """
 
     level: DataLevel
@@ -85,6 +86,7 @@ class Classification:
     declared: DataLevel | None
     labels: tuple[str, ...] = ()
     detector_error: str | None = None
+    label_counts: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

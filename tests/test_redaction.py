@@ -106,3 +106,14 @@ def test_without_restore_the_client_sees_placeholders(
     )
     rec = gw.record(r.headers["x-request-id"])
     assert r.status_code == 200 and "redact" not in rec["obligations"] and rec["redacted"] is None
+
+
+def test_records_count_matches_per_label_without_values(
+    start_gateway: Callable[..., GatewayUnderTest], sim_a: ProviderSimulator, sim_b: ProviderSimulator, llama: str
+) -> None:
+    gw = start_gateway(_doc(sim_a, sim_b, llama, restore=True))
+    text = f"{EMAIL}, bob@example.com and {IBAN}"
+    r = gw.post(CHAT, json={"model": "external", "messages": [{"role": "user", "content": text}]})
+    rec = gw.record(r.headers["x-request-id"])
+    assert rec["label_counts"] == {"pii.email": 2, "pii.iban": 1}
+    assert EMAIL not in json.dumps(rec) and "bob@example.com" not in json.dumps(rec)

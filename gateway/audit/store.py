@@ -68,6 +68,7 @@ def record_of(ctx: RequestContext) -> dict[str, Any]:
         "data_level": cls.level.label if cls else None,
         "declared_level": cls.declared.label if cls and cls.declared is not None else None,
         "labels": list(cls.labels) if cls else [],
+        "label_counts": dict(cls.label_counts) if cls else {},
         "policy_engine": dec.engine if dec else None,
         "policy_revision": dec.revision if dec else None,
         "decision": ("allow" if dec.allow else "deny") if dec else None,

@@ -16,6 +16,7 @@ labels, never values.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
@@ -238,6 +239,9 @@ class Classifier:
                 except Exception as exc:  # any detector fault fails closed
                     # The exception type only: a message could quote the matched value.
                     detector_error = f"{detector.name}: {type(exc).__name__}"
+        counts: dict[str, int] = {}
+        if labels and detector_error is None:
+            counts = self._count(texts)
         detected = max((self._level_of(label) for label in labels), default=DataLevel.PUBLIC)
         if detector_error is not None:
             detected = DataLevel.RESTRICTED
@@ -248,4 +252,17 @@ class Classifier:
             declared=declared,
             labels=tuple(sorted(labels)),
             detector_error=detector_error,
+            label_counts=counts,
         )
+
+    def _count(self, texts: Sequence[str]) -> dict[str, int]:
+        """Matches per label (for the audit record), from the first detector that reports
+        spans; only run when something was found, so clean requests pay nothing."""
+        for detector in self._detectors:
+            find = getattr(detector, "find", None)
+            if callable(find):
+                try:
+                    return dict(Counter(f.label for f in find(texts)))
+                except Exception:  # counts are informative; the labels already decided the level
+                    return {}
+        return {}
