@@ -275,7 +275,6 @@ class Gateway:
         *,
         est_input: int,
         completion_text: str,
-        completion_chunks: int | None = None,
     ) -> None:
         """Tokens and cost (USD) for the record: upstream usage when it is plausible (two
         non-negative int32 counts), else a local estimate marked ``tokens_estimated``."""
@@ -285,9 +284,8 @@ class Gateway:
             prompt_tokens, completion_tokens = prompt, completion
         else:
             prompt_tokens = est_input
-            completion_tokens = (
-                completion_chunks if completion_chunks is not None else estimate_tokens(len(completion_text))
-            )
+            # the same estimator for streams and non-streams, so both record the same counts
+            completion_tokens = estimate_tokens(len(completion_text))
             ctx.tokens_estimated = True
         ctx.prompt_tokens, ctx.completion_tokens = prompt_tokens, completion_tokens
         ctx.cost_usd = estimated_cost_usd(dep, input_tokens=prompt_tokens, output_tokens=completion_tokens)
@@ -307,7 +305,6 @@ class Gateway:
         """
         usage: Any = None
         text_parts: list[str] = []
-        content_chunks = 0
         status, error = "partial", "stream ended early"
         try:
             chunk: dict[str, Any] | None = start.first
@@ -319,7 +316,6 @@ class Gateway:
                     content = (choice.get("delta") or {}).get("content")
                     if content:
                         text_parts.append(content)
-                        content_chunks += 1
                 usage_only = not chunk.get("choices") and chunk.get("usage")
                 if include_usage or not usage_only:
                     if not include_usage:
@@ -338,7 +334,6 @@ class Gateway:
                     None,
                     est_input=est_input,
                     completion_text="".join(text_parts),
-                    completion_chunks=content_chunks,
                 )
                 yield _sse({
                     "id": last.get("id"), "object": "chat.completion.chunk", "created": last.get("created"),
@@ -367,7 +362,6 @@ class Gateway:
                     usage,
                     est_input=est_input,
                     completion_text="".join(text_parts),
-                    completion_chunks=content_chunks,
                 )
                 await self.limiter.settle(ctx)
                 if ctx.principal is not None:

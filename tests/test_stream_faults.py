@@ -77,3 +77,28 @@ def test_client_disconnect_mid_stream_is_recorded(gateway: GatewayUnderTest, sim
     assert status == "client_disconnected"
     rec = gateway.record(request_id)
     assert rec["attempts"][-1]["outcome"] == "cancelled"
+
+
+def test_stream_and_non_stream_record_the_same_tokens_and_cost(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator
+) -> None:
+    """../shared/cases/streaming.yaml stream-accounting-matches: with and without
+    include_usage, and with an upstream that omits usage entirely (then both are estimated
+    the same way and marked)."""
+    req = {"model": "external", "messages": [{"role": "user", "content": "count the words in this sentence"}]}
+
+    def accounting(response_id: str) -> tuple[object, ...]:
+        rec = gateway.record(response_id)
+        return rec["prompt_tokens"], rec["completion_tokens"], rec["cost_usd"], rec["tokens_estimated"]
+
+    for omit in (False, True):
+        sim_a.reset()
+        if omit:
+            sim_a.behave(omit_usage=True)
+        plain = gateway.post(CHAT, json=req)
+        with_usage = gateway.post(CHAT, json={**req, "stream": True, "stream_options": {"include_usage": True}})
+        without = gateway.post(CHAT, json={**req, "stream": True})
+        rows = {accounting(r.headers["x-request-id"]) for r in (plain, with_usage, without)}
+        assert len(rows) == 1, rows
+        (prompt, completion, cost, estimated) = rows.pop()
+        assert estimated is omit and prompt > 0 and completion > 0 and cost > 0
