@@ -60,6 +60,7 @@ class KeyRing:
             roles=found.roles,
             home_region=tenant.home_region,
             all_tenants=found.all_tenants,
+            allowed_models=found.allowed_models,
         )
 
 

@@ -221,7 +221,8 @@ class KeyConfig(_Strict):
 
     ``all_tenants``: for auditor keys, read every tenant's records (default: own tenant only).
     ``limits``: this key's own rate limits and budgets, checked together with its tenant's
-    (the most restrictive wins; admin keys are not exempt).
+    (the most restrictive wins; admin keys are not exempt). ``allowed_models``: the model
+    names (aliases or deployment ids) this key may request; None means all.
     """
 
     id: str
@@ -230,6 +231,7 @@ class KeyConfig(_Strict):
     roles: tuple[Literal["app", "admin", "auditor"], ...] = ("app",)
     all_tenants: bool = False
     limits: Limits = Limits()
+    allowed_models: tuple[str, ...] | None = None
 
 
 class PolicyConfig(_Strict):
@@ -359,6 +361,9 @@ class GatewayConfig(_Strict):
                     raise _PathError(f"aliases.{name}.deployments.{j}", f"unknown deployment {dep_id!r}")
         key_ids: set[str] = set()
         for i, key in enumerate(self.keys):
+            for j, model in enumerate(key.allowed_models or ()):
+                if model not in self.aliases and model not in ids:
+                    raise _PathError(f"keys.{i}.allowed_models.{j}", f"unknown model {model!r}")
             if key.tenant not in self.tenants:
                 raise _PathError(f"keys.{i}.tenant", f"unknown tenant {key.tenant!r}")
             if key.id in key_ids:

@@ -54,6 +54,7 @@ class Principal:
     """Who is calling: resolved from the API key. ``key_id`` is an id, never the key.
 
     ``all_tenants``: an auditor key not bound to its tenant (sees every tenant's records).
+    ``allowed_models``: model names the key may request (None: all).
     """
 
     tenant: str
@@ -61,6 +62,7 @@ class Principal:
     roles: tuple[str, ...]
     home_region: str
     all_tenants: bool = False
+    allowed_models: tuple[str, ...] | None = None
 
     def policy_view(self) -> dict[str, Any]:
         """The ``input.principal`` object of the policy contract."""

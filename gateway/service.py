@@ -30,7 +30,14 @@ from gateway.classify import Classifier, SpanDetector, request_texts
 from gateway.classify.redact import Redaction, Restorer, redact_body
 from gateway.config import DeploymentConfig, GatewayConfig
 from gateway.context import DataLevel, RequestContext
-from gateway.errors import GatewayError, InvalidRequest, NotFound, PolicyDenied, PolicyUnavailable
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    PermissionDenied,
+    PolicyDenied,
+    PolicyUnavailable,
+)
 from gateway.execute import Executor, Prepare, StreamStart
 from gateway.limits import Limiter
 from gateway.policy import PolicyEngine, build_input
@@ -137,6 +144,13 @@ class Gateway:
 
         declared = _declared_level(headers.get(CLASSIFICATION_HEADER))
 
+        allowed = ctx.principal.allowed_models
+        if allowed is not None and request.model not in allowed:
+            raise PermissionDenied(
+                f"this API key may not use model {request.model!r} (allowed: {', '.join(allowed)})",
+                param="model",
+                code="model_not_allowed",
+            )
         found = self.config.candidates(request.model)
         if found is None:
             raise NotFound(

@@ -30,6 +30,7 @@ APP_KEY = "sk-test-acme-app"
 AUDITOR_KEY = "sk-test-acme-auditor"
 OTHER_TENANT_KEY = "sk-test-globex-app"
 GLOBAL_AUDITOR_KEY = "sk-test-global-auditor"
+LIMITED_KEY = "sk-test-acme-only-ext-cheap"
 
 
 @pytest.fixture(scope="session")
@@ -163,6 +164,13 @@ def make_config(*, sim_a_url: str, sim_b_url: str, llama_url: str) -> dict[str, 
                 "tenant": "acme-eu",
                 "roles": ["auditor"],
                 "all_tenants": True,
+            },
+            {
+                "id": "k_limited",
+                "hash": _hash(LIMITED_KEY),
+                "tenant": "acme-eu",
+                "roles": ["app"],
+                "allowed_models": ["ext-cheap"],
             },
         ],
     }

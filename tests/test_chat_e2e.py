@@ -404,7 +404,9 @@ def test_audit_database_holds_no_api_key_nor_prompt_or_completion_text(gateway: 
             await engine.dispose()
 
     everything = asyncio.run(dump())
-    for secret in (APP_KEY, AUDITOR_KEY, OTHER_TENANT_KEY, "sk-not-a-key", canary, "Smithers", completion):
+    from tests.conftest import LIMITED_KEY
+
+    for secret in (APP_KEY, AUDITOR_KEY, OTHER_TENANT_KEY, LIMITED_KEY, "sk-not-a-key", canary, "Smithers", completion):
         assert secret not in everything, f"{secret[:12]}… found in the audit database"
 
 
@@ -447,3 +449,22 @@ def test_error_messages_name_no_internal_class(gateway: GatewayUnderTest) -> Non
 def test_oversized_body_to_an_unknown_route_is_413(gateway: GatewayUnderTest) -> None:
     r = gateway.post("/v1/embeddings", content=b"x" * 2_000_000, headers={"content-type": "application/json"})
     assert r.status_code == 413
+
+
+def test_key_allowed_one_model_gets_exactly_that_model(gateway: GatewayUnderTest, sim_b: ProviderSimulator) -> None:
+    """../shared/cases/routing.yaml model-named-in-url: the model that is authorized is the
+    model that is dispatched."""
+    from tests.conftest import LIMITED_KEY
+
+    r = gateway.post(f"{CHAT}?model=ext-pricey", key=LIMITED_KEY, json=body("ext-cheap"))
+    assert r.status_code == 200 and r.headers["x-gateway-deployment"] == "ext-cheap"
+    assert gateway.record(r.headers["x-request-id"])["chosen_deployment"] == "ext-cheap"
+    r = gateway.post("/openai/deployments/ext-pricey/chat/completions", key=LIMITED_KEY, json=body("ext-cheap"))
+    assert r.status_code == 404
+    r = gateway.post(CHAT, key=LIMITED_KEY, json=body("ext-pricey"))
+    assert r.status_code == 403 and r.json()["error"]["code"] == "model_not_allowed"
+    assert r.json()["error"]["param"] == "model"
+    assert gateway.record(r.headers["x-request-id"])["status"] == "forbidden"
+    models = gateway.client.get("/v1/models", headers={"authorization": f"Bearer {LIMITED_KEY}"}).json()["data"]
+    assert [m["id"] for m in models] == ["ext-cheap"]
+    assert sim_b.requests == []

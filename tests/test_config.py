@@ -71,6 +71,7 @@ def test_example_config_is_valid() -> None:
             "tenants.acme-eu.allowed.restricted",
             "a residency rule needs",
         ),
+        (lambda d: d["keys"][0].update(allowed_models=["gpt-9"]), "keys.0.allowed_models.0", "unknown model 'gpt-9'"),
         (lambda d: d.pop("tenants"), "tenants", "Field required"),
     ],
 )

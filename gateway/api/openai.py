@@ -71,8 +71,10 @@ def _pipeline_headers(request: Request) -> dict[str, str]:
 @router.get("/v1/models")
 async def list_models(request: Request, gateway: GatewayDep) -> JSONResponse:
     """Model names the caller may request: aliases first, then deployment ids."""
-    gateway.keyring.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
+    principal = gateway.keyring.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
     names = list(gateway.config.aliases) + [d.id for d in gateway.config.deployments]
+    if principal.allowed_models is not None:
+        names = [n for n in names if n in principal.allowed_models]
     data = [{"id": n, "object": "model", "created": 0, "owned_by": "sovereign-gateway"} for n in names]
     return JSONResponse({"object": "list", "data": data})
 
