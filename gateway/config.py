@@ -312,10 +312,19 @@ class AuditConfig(_Strict):
     checkpoint_interval_s: float = Field(default=10.0, gt=0)
 
 
+class BreakerConfig(_Strict):
+    """Circuit breaker per deployment: consecutive retryable failures that open it, and the
+    seconds it stays open (the policy then sees the deployment as not healthy)."""
+
+    failures: int = Field(default=5, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
+
+
 class ServerConfig(_Strict):
-    """Request handling limits."""
+    """Request handling: body size limit (bytes) and the circuit breaker."""
 
     max_body_bytes: int = Field(default=1_048_576, gt=0)
+    breaker: BreakerConfig = BreakerConfig()
 
 
 class SavingsConfig(_Strict):

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 from adapters import Adapter, AdapterError, Target, UpstreamHTTPError
+from gateway.breaker import CircuitBreaker
 from gateway.config import DeploymentConfig
 from gateway.context import Attempt, RequestContext
 from gateway.errors import UpstreamError
@@ -79,8 +80,9 @@ class StreamStart:
 class Executor:
     """Runs plans against the adapters created in the app's lifespan (kind → adapter)."""
 
-    def __init__(self, adapters: Mapping[str, Adapter]) -> None:
+    def __init__(self, adapters: Mapping[str, Adapter], breaker: CircuitBreaker | None = None) -> None:
         self._adapters = dict(adapters)
+        self.breaker = breaker or CircuitBreaker()
 
     async def complete(
         self,
@@ -106,9 +108,11 @@ class Executor:
                 )
                 if not exc.retryable:
                     raise _client_error(dep, exc) from exc
+                self.breaker.failure(dep.id)
                 errors.append(exc)
                 continue
             ctx.attempts.append(Attempt(dep.id, "ok", (time.perf_counter() - started) * 1000, 200))
+            self.breaker.success(dep.id)
             return dep, response
         raise _aggregate(ctx, errors)
 
@@ -138,8 +142,10 @@ class Executor:
                 )
                 if not err.retryable:
                     raise _client_error(dep, err) from exc
+                self.breaker.failure(dep.id)
                 errors.append(err)
                 continue
+            self.breaker.success(dep.id)
             attempt = Attempt(dep.id, "streaming", (time.perf_counter() - started) * 1000, 200)
             ctx.attempts.append(attempt)
             return StreamStart(dep, first, chunks, attempt)

@@ -27,6 +27,7 @@ from gateway.audit.digest import Digester
 from gateway.audit.ledger import Signer
 from gateway.audit.store import AuditStore
 from gateway.auth import KeyRing
+from gateway.breaker import CircuitBreaker
 from gateway.classify import Classifier
 from gateway.config import GatewayConfig, Settings, load_config
 from gateway.errors import ConfigError, GatewayError
@@ -75,7 +76,10 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         keyring=KeyRing(config.keys, config.tenants),
         classifier=Classifier.from_config(config.classification),
         engine=engine,
-        executor=Executor(adapters),
+        executor=Executor(
+            adapters,
+            CircuitBreaker(failures=config.server.breaker.failures, cooldown_s=config.server.breaker.cooldown_s),
+        ),
         limiter=build_limiter(config),
         digester=digester,
         sealer=sealer,

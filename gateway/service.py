@@ -178,7 +178,10 @@ class Gateway:
                 "max_output_tokens": max_output,
             },
             classification=ctx.classification,
-            deployments=[d.policy_view(healthy=d.credentials_present()) for d in candidates],
+            deployments=[
+                d.policy_view(healthy=d.credentials_present() and self.executor.breaker.healthy(d.id))
+                for d in candidates
+            ],
         )
         ctx.decision = decision = await self.engine.decide(policy_input)
         if not decision.allow:

@@ -94,6 +94,8 @@ def make_config(*, sim_a_url: str, sim_b_url: str, llama_url: str) -> dict[str, 
     }
     return {
         "policy": {"path": str(ROOT / "policies"), "timeout_ms": 2000},
+        # failures injected by one test must not open a breaker for the next (tests/test_breaker.py)
+        "server": {"breaker": {"failures": 1000}},
         "savings": {
             "reference_name": "frontier-ref",
             "reference_price": {"input_per_mtok": 10.0, "output_per_mtok": 30.0},

@@ -1,0 +1,49 @@
+"""Circuit breaker per deployment: consecutive failures take a deployment out of the eligible
+set (as not healthy in the policy input) until a cooldown passes."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.breaker import CircuitBreaker
+from tests.conftest import GatewayUnderTest, make_config
+from tests.support.provider_sim import ProviderSimulator
+
+CHAT = "/v1/chat/completions"
+REQ = {"model": "external", "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_breaker_opens_at_the_threshold_and_half_opens_after_cooldown() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(failures=3, cooldown_s=10, clock=lambda: now[0])
+    for _ in range(2):
+        breaker.failure("a")
+    assert breaker.healthy("a") and breaker.state("a") == "closed"
+    breaker.failure("a")
+    assert not breaker.healthy("a") and breaker.state("a") == "open"
+    now[0] = 10.5
+    assert breaker.healthy("a") and breaker.state("a") == "half-open"
+    breaker.failure("a")  # the probe failed: open again at once
+    assert not breaker.healthy("a")
+    now[0] = 21.0
+    breaker.success("a")
+    assert breaker.healthy("a") and breaker.state("a") == "closed"
+    assert breaker.healthy("never-seen")
+
+
+def test_open_breaker_excludes_the_deployment_without_calling_it(
+    start_gateway: Callable[..., GatewayUnderTest], sim_a: ProviderSimulator, sim_b: ProviderSimulator, llama: str
+) -> None:
+    doc = make_config(sim_a_url=sim_a.base_url, sim_b_url=sim_b.base_url, llama_url=llama)
+    doc["server"] = {"breaker": {"failures": 2, "cooldown_s": 60}}  # replaces the suite default
+    gw = start_gateway(doc)
+    sim_a.behave(status=503)
+    for _ in range(2):  # ext-cheap fails twice, ext-pricey serves
+        assert gw.post(CHAT, json=REQ).headers["x-gateway-deployment"] == "ext-pricey"
+    assert len(sim_a.requests) == 2
+    r = gw.post(CHAT, json=REQ)
+    assert r.status_code == 200 and r.headers["x-gateway-deployment"] == "ext-pricey"
+    assert len(sim_a.requests) == 2, "an open breaker sends nothing to the deployment"
+    rec = gw.record(r.headers["x-request-id"])
+    assert "ext-cheap" in rec["excluded"] and any("unhealthy" in x for x in rec["excluded"]["ext-cheap"])
+    assert [a["deployment"] for a in rec["attempts"]] == ["ext-pricey"]
