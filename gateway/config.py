@@ -68,7 +68,12 @@ class Price(_Strict):
 
 
 class DeploymentConfig(_Strict):
-    """One model deployment the gateway may route to (a model on a backend in a place)."""
+    """One model deployment the gateway may route to (a model on a backend in a place).
+
+    ``timeout_s``: per-try timeout (for streams, the idle timeout between chunks), seconds;
+    ``retries``: extra tries on this deployment after a retryable failure (backoff with jitter)
+    before falling over to the next eligible one.
+    """
 
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
     adapter: str
@@ -86,6 +91,7 @@ class DeploymentConfig(_Strict):
     quality: float = Field(default=0.5, ge=0, le=1)
     weight: float = Field(default=1.0, ge=0)
     timeout_s: float = Field(default=60.0, gt=0)
+    retries: int = Field(default=0, ge=0, le=10)
 
     def credentials_present(self) -> bool:
         """False when ``api_key_env`` names an environment variable that is not set."""
@@ -321,9 +327,11 @@ class BreakerConfig(_Strict):
 
 
 class ServerConfig(_Strict):
-    """Request handling: body size limit (bytes) and the circuit breaker."""
+    """Request handling: body size limit (bytes), the overall deadline of a request's upstream
+    tries (seconds; each try's timeout is cut to what is left) and the circuit breaker."""
 
     max_body_bytes: int = Field(default=1_048_576, gt=0)
+    deadline_s: float = Field(default=300.0, gt=0)
     breaker: BreakerConfig = BreakerConfig()
 
 

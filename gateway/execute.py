@@ -12,6 +12,8 @@ layer sends a terminal error event and the record says ``partial``).
 
 from __future__ import annotations
 
+import asyncio
+import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
@@ -28,14 +30,45 @@ Prepare = Callable[[DeploymentConfig, dict[str, Any]], dict[str, Any]]
 """Per-attempt body transform (e.g. a redaction obligation for that deployment)."""
 
 
-def _target(dep: DeploymentConfig) -> Target:
+def _target(dep: DeploymentConfig, timeout_s: float) -> Target:
     return Target(
         deployment_id=dep.id,
         model=dep.model,
         api_base=dep.api_base,
         api_key=dep.api_key(),
-        timeout_s=dep.timeout_s,
+        timeout_s=timeout_s,
     )
+
+
+class _Schedule:
+    """The tries of one request: each planned deployment, retried ``dep.retries`` times after
+    exponential backoff with full jitter (base 0.2 s, cap 2 s; AWS Architecture Blog,
+    "Exponential Backoff And Jitter"), each try's timeout cut to what is left of the
+    request's overall deadline. ``expired`` says the deadline ended the schedule."""
+
+    BACKOFF_BASE_S = 0.2
+    BACKOFF_CAP_S = 2.0
+
+    def __init__(self, planned: Sequence[DeploymentConfig], deadline: float, rng: random.Random) -> None:
+        self._planned = planned
+        self._deadline = deadline
+        self._rng = rng
+        self.expired = False
+
+    async def __aiter__(self) -> AsyncIterator[tuple[DeploymentConfig, float]]:
+        for dep in self._planned:
+            for n in range(dep.retries + 1):
+                if n:
+                    delay = min(self.BACKOFF_CAP_S, self.BACKOFF_BASE_S * 2 ** (n - 1)) * self._rng.random()
+                    if time.perf_counter() + delay >= self._deadline:
+                        self.expired = True
+                        return
+                    await asyncio.sleep(delay)
+                remaining = self._deadline - time.perf_counter()
+                if remaining <= 0:
+                    self.expired = True
+                    return
+                yield dep, min(dep.timeout_s, remaining)
 
 
 def _aggregate(ctx: RequestContext, errors: list[AdapterError]) -> UpstreamError:
@@ -80,9 +113,31 @@ class StreamStart:
 class Executor:
     """Runs plans against the adapters created in the app's lifespan (kind → adapter)."""
 
-    def __init__(self, adapters: Mapping[str, Adapter], breaker: CircuitBreaker | None = None) -> None:
+    def __init__(
+        self,
+        adapters: Mapping[str, Adapter],
+        breaker: CircuitBreaker | None = None,
+        *,
+        deadline_s: float = 300.0,
+        rng: random.Random | None = None,
+    ) -> None:
         self._adapters = dict(adapters)
         self.breaker = breaker or CircuitBreaker()
+        self._deadline_s = deadline_s
+        self._rng = rng or random.Random()
+
+    def _schedule(self, ctx: RequestContext, planned: Sequence[DeploymentConfig]) -> _Schedule:
+        return _Schedule(planned, ctx.started + self._deadline_s, self._rng)
+
+    def _exhausted(self, ctx: RequestContext, schedule: _Schedule, errors: list[AdapterError]) -> UpstreamError:
+        if schedule.expired:
+            tried = "; ".join(f"{a.deployment}: {a.error}" for a in ctx.attempts) or "no attempt fitted"
+            return UpstreamError(
+                f"the request's deadline of {self._deadline_s:g}s passed ({tried})",
+                status=504,
+                code="deadline_exceeded",
+            )
+        return _aggregate(ctx, errors)
 
     async def complete(
         self,
@@ -97,11 +152,12 @@ class Executor:
         Raises UpstreamError (client 4xx passthrough, or the aggregate of all failures).
         """
         errors: list[AdapterError] = []
-        for dep in planned:
+        schedule = self._schedule(ctx, planned)
+        async for dep, timeout_s in schedule:
             started = time.perf_counter()
             try:
                 sent = prepare(dep, body) if prepare else body
-                response = await self._adapters[dep.adapter].complete(_target(dep), sent)
+                response = await self._adapters[dep.adapter].complete(_target(dep, timeout_s), sent)
             except AdapterError as exc:
                 ctx.attempts.append(
                     Attempt(dep.id, "error", (time.perf_counter() - started) * 1000, exc.status, _describe(exc))
@@ -114,7 +170,7 @@ class Executor:
             ctx.attempts.append(Attempt(dep.id, "ok", (time.perf_counter() - started) * 1000, 200))
             self.breaker.success(dep.id)
             return dep, response
-        raise _aggregate(ctx, errors)
+        raise self._exhausted(ctx, schedule, errors)
 
     async def open_stream(
         self,
@@ -129,9 +185,11 @@ class Executor:
         updates it when the stream ends. Raises UpstreamError like :meth:`complete`.
         """
         errors: list[AdapterError] = []
-        for dep in planned:
+        schedule = self._schedule(ctx, planned)
+        async for dep, timeout_s in schedule:
             started = time.perf_counter()
-            chunks = self._adapters[dep.adapter].stream(_target(dep), prepare(dep, body) if prepare else body)
+            sent = prepare(dep, body) if prepare else body
+            chunks = self._adapters[dep.adapter].stream(_target(dep, timeout_s), sent)
             try:
                 first = await anext(chunks)
             except (AdapterError, StopAsyncIteration) as exc:
@@ -149,7 +207,7 @@ class Executor:
             attempt = Attempt(dep.id, "streaming", (time.perf_counter() - started) * 1000, 200)
             ctx.attempts.append(attempt)
             return StreamStart(dep, first, chunks, attempt)
-        raise _aggregate(ctx, errors)
+        raise self._exhausted(ctx, schedule, errors)
 
     async def aclose(self) -> None:
         """Close every adapter's connections."""

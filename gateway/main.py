@@ -79,6 +79,7 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         executor=Executor(
             adapters,
             CircuitBreaker(failures=config.server.breaker.failures, cooldown_s=config.server.breaker.cooldown_s),
+            deadline_s=config.server.deadline_s,
         ),
         limiter=build_limiter(config),
         digester=digester,

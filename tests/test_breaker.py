@@ -47,3 +47,36 @@ def test_open_breaker_excludes_the_deployment_without_calling_it(
     rec = gw.record(r.headers["x-request-id"])
     assert "ext-cheap" in rec["excluded"] and any("unhealthy" in x for x in rec["excluded"]["ext-cheap"])
     assert [a["deployment"] for a in rec["attempts"]] == ["ext-pricey"]
+
+
+def test_retries_stay_on_the_deployment_with_backoff_and_the_deadline_ends_the_request(
+    start_gateway: Callable[..., GatewayUnderTest], sim_a: ProviderSimulator, sim_b: ProviderSimulator, llama: str
+) -> None:
+    import time
+
+    doc = make_config(sim_a_url=sim_a.base_url, sim_b_url=sim_b.base_url, llama_url=llama)
+    doc["server"] = {"breaker": {"failures": 1000}, "deadline_s": 1.5}
+    for dep in doc["deployments"]:
+        if dep["id"] == "ext-cheap":
+            dep["retries"] = 2
+    gw = start_gateway(doc)
+
+    sim_a.behave(status=503, times=2)  # fails twice, then answers: the third try on ext-cheap
+    r = gw.post(CHAT, json=REQ)
+    assert r.status_code == 200 and r.headers["x-gateway-deployment"] == "ext-cheap"
+    rec = gw.record(r.headers["x-request-id"])
+    assert [(a["deployment"], a["status"]) for a in rec["attempts"]] == [
+        ("ext-cheap", 503),
+        ("ext-cheap", 503),
+        ("ext-cheap", 200),
+    ]
+    assert sim_b.requests == []
+
+    sim_a.reset()
+    sim_a.behave(delay_s=5)  # slower than the whole request's deadline
+    started = time.monotonic()
+    r = gw.post(CHAT, json=REQ)
+    assert r.status_code == 504 and r.json()["error"]["code"] == "deadline_exceeded"
+    assert time.monotonic() - started < 4
+    rec = gw.record(r.headers["x-request-id"])
+    assert rec["attempts"][0]["error"].startswith("timeout") and rec["status"] == "upstream_error"
