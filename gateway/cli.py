@@ -10,8 +10,10 @@ import os
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything imports litellm
 
 import asyncio
+import datetime as dt
 import json
 import signal
+import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,6 +41,24 @@ err = Console(stderr=True)
 
 DEMO_KEYS = {"sk-demo-acme-app": "app", "sk-demo-acme-auditor": "auditor"}
 """Well-known demo keys whose hashes the example gateway.yaml carries (never for production)."""
+
+
+def _period(since: str, until: str) -> tuple[dt.datetime, dt.datetime]:
+    """Parse an ISO 8601 period (UTC when no offset). Exits 2 naming the bad option."""
+
+    def parse(value: str, name: str) -> dt.datetime:
+        try:
+            moment = dt.datetime.fromisoformat(value)
+        except ValueError:
+            err.print(f"[bold red]error[/]: --{name} is not an ISO 8601 time: {value!r}")
+            raise typer.Exit(2) from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
+
+    start, end = parse(since, "since"), parse(until, "until")
+    if end <= start:
+        err.print("[bold red]error[/]: --until must be after --since")
+        raise typer.Exit(2)
+    return start, end
 
 
 def _load(path: Path) -> GatewayConfig:
@@ -143,10 +163,18 @@ def local_model(port: Annotated[int, typer.Option()] = 8081) -> None:
     from gateway.localmodel import start_llama_server
 
     proc = start_llama_server(port)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so `finally` stops the server too
     try:
         sys.exit(proc.wait())
     except KeyboardInterrupt:
-        proc.terminate()
+        pass
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
 
 
 @audit_app.command("list")
@@ -310,7 +338,6 @@ def audit_report(
 ) -> None:
     """Signed evidence report: requests by destination jurisdiction x data level, and the count
     of sensitive requests that left their allowed places (expected 0)."""
-    import datetime as dt
 
     from gateway.audit.ledger import Signer
     from gateway.audit.report import build_report, sign_report
@@ -318,15 +345,7 @@ def audit_report(
 
     cfg = _load(config)
 
-    def parse(value: str, name: str) -> dt.datetime:
-        try:
-            moment = dt.datetime.fromisoformat(value)
-        except ValueError:
-            err.print(f"[bold red]error[/]: --{name} is not an ISO 8601 time: {value!r}")
-            raise typer.Exit(2) from None
-        return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
-
-    start, end = parse(since, "since"), parse(until, "until")
+    start, end = _period(since, until)
 
     async def run() -> list[dict[str, Any]]:
         store = AuditStore.from_url(_audit_url(cfg))
@@ -356,7 +375,6 @@ def savings_cmd(
     config: ConfigOpt = Path("gateway.yaml"),
 ) -> None:
     """Actual spend next to the reference external model's cost for the same tokens."""
-    import datetime as dt
 
     from gateway.audit.savings import compute_savings
     from gateway.audit.store import AuditStore
@@ -365,9 +383,7 @@ def savings_cmd(
     if cfg.savings.reference_price is None:
         err.print("[bold red]error[/]: set savings.reference_price in the config")
         raise typer.Exit(2)
-    start = dt.datetime.fromisoformat(since)
-    end = dt.datetime.fromisoformat(until)
-    start, end = (t if t.tzinfo else t.replace(tzinfo=dt.UTC) for t in (start, end))
+    start, end = _period(since, until)
 
     async def run() -> list[dict[str, Any]]:
         store = AuditStore.from_url(_audit_url(cfg))
@@ -398,7 +414,6 @@ def audit_prune(
     config: ConfigOpt = Path("gateway.yaml"),
 ) -> None:
     """Retention: delete old records up to a signed checkpoint; what remains still verifies."""
-    import datetime as dt
 
     from gateway.audit.store import AuditStore
 

@@ -399,7 +399,7 @@ def _declared_level(header: str | None) -> DataLevel | None:
     if header is None:
         return None
     try:
-        return max(DataLevel.parse(value) for value in header.split(","))
+        return max(DataLevel.parse(value.strip()) for value in header.split(","))
     except ValueError as exc:
         raise InvalidRequest(str(exc), param=CLASSIFICATION_HEADER) from None
 

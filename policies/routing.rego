@@ -138,7 +138,7 @@ exclusion contains [d.id, context_message(d)] if {
 # title: Deployment unhealthy
 # custom:
 #   short_name: unhealthy
-exclusion contains [d.id, "deployment is unhealthy or not configured (e.g. its API key is not set)"] if {
+exclusion contains [d.id, "deployment is unhealthy (circuit breaker open after repeated failures) or not configured (its API key is not set)"] if {
 	some d in input.deployments
 	not d.healthy == true
 }

@@ -148,6 +148,11 @@ def _v(value: Any) -> str:
     return json.dumps(value)
 
 
+UNHEALTHY = (
+    "deployment is unhealthy (circuit breaker open after repeated failures) or not configured (its API key is not set)"
+)
+
+
 def oracle(policy_input: dict[str, Any]) -> dict[str, Any]:
     """The decision view ``routing.rego`` gives for a *well-formed* input (every field present
     and typed as the gateway sends it). Odd inputs are in :data:`ODD` with written answers."""
@@ -186,7 +191,7 @@ def oracle(policy_input: dict[str, Any]) -> dict[str, Any]:
                 f"context window of {d['context_window']} tokens is smaller than the request's estimated {total} tokens"
             )
         if d["healthy"] is not True:
-            msgs.add("deployment is unhealthy or not configured (e.g. its API key is not set)")
+            msgs.add(UNHEALTHY)
         if msgs:
             found[d["id"]] = msgs
     eligible = [d["id"] for d in policy_input["deployments"] if d["id"] not in found]
@@ -212,7 +217,6 @@ for _level, _table, _req, _state in itertools.product(LEVEL_RANK, TENANT_TABLES,
 
 ALL = [d["id"] for d in DEPLOYMENTS]
 NOTHING = ["no deployment is eligible for this request"]
-UNHEALTHY = "deployment is unhealthy or not configured (e.g. its API key is not set)"
 UNKNOWN_LEVEL = "the request's data level is unknown, so nothing may receive it"
 NO_ESTIMATE = (
     "the request's token estimate is missing or out of range, so it cannot be checked against the context window"

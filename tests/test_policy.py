@@ -36,6 +36,9 @@ TENANT_ALLOWED: dict[str, dict[str, Any]] = {
     "public": {"any": True},
 }
 
+UNHEALTHY = (
+    "deployment is unhealthy (circuit breaker open after repeated failures) or not configured (its API key is not set)"
+)
 DEPLOYMENT_ORDER = ("local-eu", "ext-eu", "ext-us")
 
 
@@ -282,7 +285,7 @@ CASES: list[Case] = [
         "level": "public",
         "deployments": {"ext-eu": {"healthy": False}},
         "eligible": ["local-eu", "ext-us"],
-        "excluded": {"ext-eu": ["deployment is unhealthy or not configured (e.g. its API key is not set)"]},
+        "excluded": {"ext-eu": [UNHEALTHY]},
     },
     {
         "name": "several_reasons_on_one_deployment",

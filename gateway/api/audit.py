@@ -98,6 +98,8 @@ async def savings(
         raise InvalidRequest("no savings.reference_price is configured", param="savings.reference_price")
     start, end = _utc(since), _utc(until)
     assert start is not None and end is not None
+    if end <= start:
+        raise InvalidRequest("until must be after since", param="until")
     records = [r async for r in gateway.audit.iter_records(tenant=tenant, since=start, until=end)]
     return compute_savings(
         records, reference=reference, reference_name=gateway.config.savings.reference_name, since=start, until=end

@@ -172,6 +172,14 @@ class Limiter:
             admission.refused = rule.name
             retry_after = max(1, math.ceil(win.end - now))
             alone = " (this request alone exceeds it)" if need.of(rule.metric) > rule.limit else ""
+            if alone and rule.metric == "tokens":
+                # waiting never helps: the worst case of this one request is above the limit
+                raise InvalidRequest(
+                    f"this request's worst case ({need.of(rule.metric):g} tokens) exceeds {rule.name}; "
+                    "lower max_tokens or shorten the prompt",
+                    param="max_tokens",
+                    code="exceeds_limit",
+                )
             raise RateLimited(
                 f"{'budget' if rule.metric == 'usd' else 'rate limit'} reached: {rule.name}{alone}; "
                 f"retry after {retry_after} s",
