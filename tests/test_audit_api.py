@@ -184,3 +184,19 @@ def test_savings_compare_actual_spend_with_the_reference_model(gateway: GatewayU
     assert set(row["by_deployment"]) == {"ext-cheap", "local-smollm2"}
     forbidden = gateway.client.get("/v1/savings", params=params, headers={"authorization": f"Bearer {APP_KEY}"})
     assert forbidden.status_code == 403
+
+
+def test_savings_and_report_reject_bad_or_reversed_periods(gateway: GatewayUnderTest) -> None:
+    r = gateway.client.get(
+        "/v1/savings",
+        params={"since": "2026-12-01T00:00:00", "until": "2026-11-01T00:00:00"},
+        headers={"authorization": f"Bearer {AUDITOR_KEY}"},
+    )
+    assert r.status_code == 400 and r.json()["error"]["param"] == "until"
+    runner = CliRunner()
+    config = str(ROOT / "gateway.yaml")
+    for command in ("savings", "audit report"):
+        for since, until in (("bad", "2026-12-01"), ("2026-12-01", "2026-11-01")):
+            result = runner.invoke(cli, [*command.split(), "--since", since, "--until", until, "--config", config])
+            assert result.exit_code == 2, (command, result.output)
+            assert "Traceback" not in result.output

@@ -195,6 +195,18 @@ def test_rpm_only_rule_serves_a_request_without_max_tokens(
     assert rec["limits"]["reserved"]["requests"] == 1
 
 
+def test_a_request_that_alone_exceeds_a_token_limit_is_400_not_a_429_to_retry(
+    start_gateway: Callable[..., GatewayUnderTest], sim_a: ProviderSimulator, sim_b: ProviderSimulator, store_kind: str
+) -> None:
+    gw = start_gateway(_config(sim_a, sim_b, _store_config(store_kind), key_limits={"tpm": 2000}))
+    r = gw.post(CHAT, json=_body(max_tokens=2000))
+    assert r.status_code == 400 and "retry-after" not in r.headers
+    err = r.json()["error"]
+    assert err["code"] == "exceeds_limit" and err["param"] == "max_tokens"
+    assert "key k_app: 2000 tokens per minute" in err["message"]
+    assert sim_a.requests == []
+
+
 def test_token_rule_without_max_tokens_is_400_naming_the_rule_and_sends_nothing(
     start_gateway: Callable[..., GatewayUnderTest], sim_a: ProviderSimulator, sim_b: ProviderSimulator, store_kind: str
 ) -> None:
