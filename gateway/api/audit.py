@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query, Request
 from gateway.api.deps import GatewayDep
 from gateway.audit.savings import compute_savings
 from gateway.auth import require_role
+from gateway.context import Principal
 from gateway.errors import InvalidRequest, PermissionDenied
 
 __all__ = ["router"]
@@ -47,10 +48,7 @@ async def list_decisions(
     """
     principal = gateway.keyring.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
     require_role(principal, "auditor")
-    if not principal.all_tenants:
-        if tenant is not None and tenant != principal.tenant:
-            raise PermissionDenied(f"this auditor key is bound to tenant {principal.tenant!r}", param="tenant")
-        tenant = principal.tenant
+    tenant = _tenant_scope(principal, tenant)
     rows = await gateway.audit.list(
         tenant=tenant,
         status=status,
@@ -66,6 +64,16 @@ async def list_decisions(
     )
     next_cursor = rows[-1]["id"] if len(rows) == limit else None
     return {"object": "list", "data": rows, "next_before_id": next_cursor}
+
+
+def _tenant_scope(principal: Principal, tenant: str | None) -> str | None:
+    """The tenant a read is limited to: the key's own unless it is an all-tenants key.
+    Raises PermissionDenied (param ``tenant``) when a bound key asks for another tenant."""
+    if principal.all_tenants:
+        return tenant
+    if tenant is not None and tenant != principal.tenant:
+        raise PermissionDenied(f"this key is bound to tenant {principal.tenant!r}", param="tenant")
+    return principal.tenant
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -89,10 +97,7 @@ async def savings(
     principal = gateway.keyring.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"))
     if not {"auditor", "admin"} & set(principal.roles):
         raise PermissionDenied("savings need the auditor or admin role")
-    if not principal.all_tenants:
-        if tenant is not None and tenant != principal.tenant:
-            raise PermissionDenied(f"this key is bound to tenant {principal.tenant!r}", param="tenant")
-        tenant = principal.tenant
+    tenant = _tenant_scope(principal, tenant)
     reference = gateway.config.savings.reference_price
     if reference is None:
         raise InvalidRequest("no savings.reference_price is configured", param="savings.reference_price")

@@ -154,17 +154,30 @@ def _verify_chain(report: ChainReport, entries: list[Mapping[str, Any]], anchors
     return heads
 
 
-def _signed(cp: Mapping[str, Any], keys: Mapping[str, Ed25519PublicKey] | None) -> bool:
-    """Whether a checkpoint's signature verifies (True when no keys are given)."""
-    if keys is None:
-        return True
+def _checkpoint_problem(
+    cp: Mapping[str, Any], chain_id: str, keys: Mapping[str, Ed25519PublicKey] | None
+) -> str | None:
+    """Why a checkpoint cannot be trusted (its body, fields or signature), or None.
+    Signatures are checked only when ``keys`` is given."""
     try:
         body = json.loads(str(cp["body"]))
-        key = keys[str(body.get("key_id"))]
-        key.verify(base64.b64decode(str(cp["signature"])), str(cp["body"]).encode("utf-8"))
-    except (KeyError, ValueError, InvalidSignature):
-        return False
-    return bool(body.get("seq") == int(cp["seq"]) and body.get("head_hash") == cp["head_hash"])
+    except ValueError:
+        return "checkpoint body is not JSON (modified)"
+    if (
+        body.get("chain_id") != chain_id
+        or body.get("seq") != int(cp["seq"])
+        or body.get("head_hash") != cp["head_hash"]
+    ):
+        return "checkpoint fields differ from its signed body (modified)"
+    if keys is not None:
+        key = keys.get(str(body.get("key_id")))
+        if key is None:
+            return f"checkpoint signed by unknown key {body.get('key_id')!r}"
+        try:
+            key.verify(base64.b64decode(str(cp["signature"])), str(cp["body"]).encode("utf-8"))
+        except (InvalidSignature, ValueError):
+            return "checkpoint signature is invalid"
+    return None
 
 
 def _verify_checkpoint(
@@ -174,24 +187,11 @@ def _verify_checkpoint(
     keys: Mapping[str, Ed25519PublicKey] | None,
 ) -> None:
     seq = int(cp["seq"])
-    try:
-        body = json.loads(str(cp["body"]))
-    except ValueError:
-        report.fail(seq, "checkpoint body is not JSON (modified)")
+    problem = _checkpoint_problem(cp, report.chain_id, keys)
+    if problem is not None:
+        report.fail(seq, problem)
         return
-    if body.get("chain_id") != report.chain_id or body.get("seq") != seq or body.get("head_hash") != cp["head_hash"]:
-        report.fail(seq, "checkpoint fields differ from its signed body (modified)")
-        return
-    if keys is not None:
-        key = keys.get(str(body.get("key_id")))
-        if key is None:
-            report.fail(seq, f"checkpoint signed by unknown key {body.get('key_id')!r}")
-            return
-        try:
-            key.verify(base64.b64decode(str(cp["signature"])), str(cp["body"]).encode("utf-8"))
-        except (InvalidSignature, ValueError):
-            report.fail(seq, "checkpoint signature is invalid")
-            return
+    body = json.loads(str(cp["body"]))
     if seq < report.pruned_through:
         report.checkpoints += 1  # covers records removed by retention
         return
@@ -228,7 +228,11 @@ def verify(
     chains: dict[str, ChainReport] = {}
     for chain_id in sorted(set(by_chain) | set(cps)):
         report = ChainReport(chain_id)
-        anchors = {int(cp["seq"]): str(cp["head_hash"]) for cp in cps.get(chain_id, []) if _signed(cp, keys)}
+        anchors = {
+            int(cp["seq"]): str(cp["head_hash"])
+            for cp in cps.get(chain_id, [])
+            if _checkpoint_problem(cp, chain_id, keys) is None
+        }
         heads = _verify_chain(report, by_chain.get(chain_id, []), anchors)
         for cp in sorted(cps.get(chain_id, []), key=lambda c: int(c["seq"])):
             _verify_checkpoint(report, cp, heads, keys)

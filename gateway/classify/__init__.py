@@ -90,6 +90,13 @@ def _strings(value: Any, out: list[str], depth: int = 0) -> None:
         out.append(str(value))
 
 
+def _function(function: Mapping[str, Any], out: list[str]) -> None:
+    """A tool call's function: its name and its arguments."""
+    if isinstance(function.get("name"), str):
+        out.append(function["name"])
+    _arguments(function.get("arguments"), out)
+
+
 def _arguments(args: Any, out: list[str]) -> None:
     """Tool-call arguments: a JSON string as the model wrote it. When it holds escapes
     (``\\u0031``, ``\\n``) the decoded values are scanned, otherwise the string itself."""
@@ -118,16 +125,12 @@ def _message(message: Any, out: list[str]) -> None:
                 if isinstance(call, dict):
                     function = call.get("function")
                     if isinstance(function, dict):
-                        if isinstance(function.get("name"), str):
-                            out.append(function["name"])
-                        _arguments(function.get("arguments"), out)
+                        _function(function, out)
                     else:
                         _strings(call, out)
         elif key in ("function_call", "arguments") and isinstance(value, (dict, str)):
             if isinstance(value, dict):
-                if isinstance(value.get("name"), str):
-                    out.append(value["name"])
-                _arguments(value.get("arguments"), out)
+                _function(value, out)
             else:
                 _arguments(value, out)
         elif key == "content" and isinstance(value, list):
