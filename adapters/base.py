@@ -107,6 +107,16 @@ class Adapter(Protocol):
         """
         ...
 
+    async def health(self, target: Target) -> None:
+        """A cheap liveness probe of the backend (no prompt, no tokens spent), bounded by
+        ``target.timeout_s``. Returns when the backend is up.
+
+        Raises UpstreamConnectError / UpstreamTimeout when it cannot be reached in time, and
+        UpstreamHTTPError when it answers 5xx, 401 or 403 (down, or the key is refused). Any
+        other answer (even a 404 for a server without a model list) means alive.
+        """
+        ...
+
     async def aclose(self) -> None:
         """Release connections."""
         ...

@@ -111,8 +111,12 @@ class LiteLLMAdapter:
     """Calls providers through ``litellm.acompletion``; ``Target.model`` is litellm's name
     (``anthropic/claude-3-5-haiku-latest``)."""
 
+    ANTHROPIC_API_BASE = "https://api.anthropic.com"
+    ANTHROPIC_VERSION = "2023-06-01"
+
     def __init__(self) -> None:
         self._litellm = import_litellm()
+        self._probe_client: Any = None  # httpx.AsyncClient, created on the first health probe
 
     def _kwargs(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         kwargs = {k: v for k, v in body.items() if k not in ("model", "stream", "stream_options", "user")}
@@ -145,5 +149,33 @@ class LiteLLMAdapter:
         except Exception as exc:
             raise _map_error(exc) from exc
 
+    async def health(self, target: Target) -> None:
+        """Health probe by the provider's model list, no tokens spent: ``anthropic/...`` →
+        ``GET {api_base or https://api.anthropic.com}/v1/models`` (Anthropic API "List
+        Models", ``x-api-key`` + ``anthropic-version``); another provider with an ``api_base``
+        → ``GET {api_base}/models`` (the OpenAI shape most providers copy). A provider with
+        neither (Bedrock, Vertex without a base URL) has no probe here and passes; the
+        circuit breaker still guards it. Raises as :func:`adapters.openai_compat.probe_http`."""
+        import httpx
+
+        from adapters.openai_compat import probe_http
+
+        if target.model.startswith("anthropic/"):
+            url = f"{(target.api_base or self.ANTHROPIC_API_BASE).rstrip('/')}/v1/models"
+            headers = {"anthropic-version": self.ANTHROPIC_VERSION}
+            if target.api_key:
+                headers["x-api-key"] = target.api_key
+        elif target.api_base:
+            url = f"{target.api_base.rstrip('/')}/models"
+            headers = {"authorization": f"Bearer {target.api_key}"} if target.api_key else {}
+        else:
+            return
+        if self._probe_client is None:
+            self._probe_client = httpx.AsyncClient(follow_redirects=False)
+        await probe_http(self._probe_client, url, headers, target.timeout_s)
+
     async def aclose(self) -> None:
-        """litellm keeps its own clients; nothing to release here."""
+        """Close the health-probe client; litellm keeps its own clients for calls."""
+        if self._probe_client is not None:
+            await self._probe_client.aclose()
+            self._probe_client = None

@@ -24,7 +24,7 @@ from adapters.base import (
     UpstreamTimeout,
 )
 
-__all__ = ["HTTPX_ERRORS", "OpenAICompatAdapter", "map_httpx_error"]
+__all__ = ["HTTPX_ERRORS", "PROBE_FAILS", "OpenAICompatAdapter", "map_httpx_error", "probe_http"]
 
 HTTPX_ERRORS: Mapping[type[Exception], type[AdapterError]] = MappingProxyType(
     {
@@ -94,6 +94,28 @@ def _upstream_message(response: httpx.Response) -> str:
         if isinstance(data.get("message"), str):
             return str(data["message"])
     return text.strip() or f"HTTP {response.status_code}"
+
+
+PROBE_FAILS = frozenset({401, 403})
+"""Non-5xx answers to a health probe that still mean the backend cannot serve (key refused)."""
+
+
+async def probe_http(client: httpx.AsyncClient, url: str, headers: Mapping[str, str], timeout_s: float) -> None:
+    """``GET url`` as a health probe (see :meth:`adapters.base.Adapter.health`).
+
+    Raises UpstreamConnectError / UpstreamTimeout (via :func:`map_httpx_error`) when the
+    backend cannot be reached within ``timeout_s`` seconds, UpstreamHTTPError for 5xx, 401
+    and 403. Any other status means the server is up.
+    """
+    try:
+        response = await client.get(url, headers=dict(headers), timeout=httpx.Timeout(timeout_s))
+    except _HTTPX_CATCH as exc:
+        raise map_httpx_error(exc, timeout_s=timeout_s) from exc
+    if response.status_code >= 500 or response.status_code in PROBE_FAILS:
+        raise UpstreamHTTPError(
+            f"health probe GET {url} answered {response.status_code}: {_upstream_message(response)[:200]}",
+            status=response.status_code,
+        )
 
 
 class OpenAICompatAdapter:
@@ -177,6 +199,13 @@ class OpenAICompatAdapter:
             raise map_httpx_error(exc, timeout_s=target.timeout_s) from exc
         finally:
             await response.aclose()
+
+    async def health(self, target: Target) -> None:
+        """Health probe: ``GET {api_base}/models`` (OpenAI "List models"; served by vLLM,
+        llama.cpp, Ollama, SGLang and the hosted APIs) with the deployment's key, within
+        ``target.timeout_s``. Raises as :func:`probe_http` says."""
+        headers = {"authorization": f"Bearer {target.api_key}"} if target.api_key else {}
+        await probe_http(self._client, f"{(target.api_base or '').rstrip('/')}/models", headers, target.timeout_s)
 
     async def aclose(self) -> None:
         """Close the pooled HTTP client."""
