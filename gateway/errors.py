@@ -13,6 +13,7 @@ OpenAI error shape ``{"error": {"message", "type", "param", "code"}}``::
     │   └── PolicyDenied            403 permission_error, code policy_denied (+ reasons)
     ├── NotFound                    404 not_found_error
     ├── MethodNotAllowed            405 invalid_request_error
+    ├── Conflict                    409 invalid_request_error (the resource's state forbids it)
     ├── RateLimited                 429 rate_limit_error (+ Retry-After, the limit it hit)
     ├── UpstreamError               upstream status or 502, upstream_error
     ├── PolicyUnavailable           503 service_unavailable (policy engine failed: deny)
@@ -31,6 +32,7 @@ __all__ = [
     "AuditUnavailable",
     "AuthenticationFailed",
     "ConfigError",
+    "Conflict",
     "GatewayError",
     "InvalidRequest",
     "LimitsUnavailable",
@@ -162,6 +164,16 @@ class MethodNotAllowed(GatewayError):
     status = 405
     error_type = "invalid_request_error"
     code = "method_not_allowed"
+    outcome = "invalid"
+
+
+class Conflict(GatewayError):
+    """The request conflicts with the resource's state (an id already taken, a revoked or
+    static API key); ``param`` names the field."""
+
+    status = 409
+    error_type = "invalid_request_error"
+    code = "conflict"
     outcome = "invalid"
 
 

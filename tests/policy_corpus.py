@@ -262,8 +262,12 @@ ODD: list[CorpusItem] = [
     CorpusItem(
         "odd-unknown-level",
         make_input(level="top-secret"),
+        # an unknown level also fails the data-handling thresholds (ext-ch retains data)
         _deny_all({i: [f"tenant {TENANT} has no residency rule for top-secret data, so nothing may receive it",
-                       UNKNOWN_LEVEL] for i in ALL}),
+                       UNKNOWN_LEVEL] for i in ALL}
+                  | {"ext-ch": ["deployment retains submitted data, which is not allowed for top-secret data",
+                                f"tenant {TENANT} has no residency rule for top-secret data, so nothing may receive it",
+                                UNKNOWN_LEVEL]}),
     ),
     CorpusItem("odd-missing-level", make_input(level=None), _deny_all({i: [UNKNOWN_LEVEL] for i in ALL})),
     CorpusItem(

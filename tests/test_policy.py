@@ -646,7 +646,8 @@ def test_function_names_in_strings_and_comments_do_not_count() -> None:
 async def test_shipped_routing_policy_loads() -> None:
     bundle = load_bundle(POLICY_DIR)
     check_bundle(bundle)
-    assert "routing.rego" in bundle.modules
+    assert {"decision.rego", "residency.rego", "killswitch.rego"} <= set(bundle.modules)
+    assert bundle.data["killswitch"] == {"external_egress_blocked": False}
 
 
 # ---------------------------------------------------------------------------------------------

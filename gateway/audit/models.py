@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
     Integer,
@@ -23,7 +24,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["checkpoints", "entries", "metadata"]
+__all__ = ["api_keys", "checkpoints", "entries", "metadata"]
 
 metadata = MetaData()
 
@@ -60,4 +61,28 @@ checkpoints = Table(
     Column("key_id", String(32), nullable=False),
     Column("body", Text, nullable=False),
     Column("signature", Text, nullable=False),
+)
+
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    # API keys managed at run time (gateway/keystore.py); only sha256:<hex> of the key is stored
+    Column("id", String(64), primary_key=True),
+    Column("tenant", String(128), nullable=False, index=True),
+    Column("key_hash", String(80), nullable=False),
+    Column("previous_hash", String(80)),  # the rotated-out key, valid until previous_valid_until
+    Column("previous_valid_until", DateTime(timezone=True)),
+    Column("roles", Text, nullable=False),  # JSON list of app | admin | auditor
+    Column("all_tenants", Boolean, nullable=False),
+    Column("allowed_models", Text),  # JSON list of aliases / deployment ids; NULL: all
+    Column("limits", Text, nullable=False),  # JSON of gateway.config.Limits
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("rotated_at", DateTime(timezone=True)),
+    Column("revoked_at", DateTime(timezone=True)),
+    Column("expires_at", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("generation", Integer, nullable=False),  # +1 on every change: replicas detect changes
+    UniqueConstraint("key_hash", name="uq_api_keys_key_hash"),
 )

@@ -7,7 +7,9 @@ audit record's ``limits`` field shows), the stores :class:`MemoryStore` and
 
 from __future__ import annotations
 
-from gateway.config import GatewayConfig
+from collections.abc import Mapping
+
+from gateway.config import GatewayConfig, Limits
 from gateway.limits.limiter import Admission, Limiter
 from gateway.limits.rules import Amounts, Rule
 from gateway.limits.stores import Hold, LimitStore, MemoryStore, RedisStore, StoreUnavailable
@@ -26,9 +28,11 @@ __all__ = [
 ]
 
 
-def build_limiter(config: GatewayConfig) -> Limiter:
+def build_limiter(config: GatewayConfig, key_limits: Mapping[str, Limits] | None = None) -> Limiter:
     """The limiter for ``config``: its ``limits_store`` (memory, or a Redis client that
-    connects on first use) and every tenant's and key's ``limits``."""
+    connects on first use) and every tenant's and key's ``limits``. ``key_limits``: a live
+    mapping of key id → limits (the KeyRing's, covering keys managed at run time); default:
+    the static keys of ``config``."""
     settings = config.limits_store
     store: LimitStore
     if settings.kind == "redis":
@@ -39,7 +43,7 @@ def build_limiter(config: GatewayConfig) -> Limiter:
     return Limiter(
         store,
         tenant_limits={name: tenant.limits for name, tenant in config.tenants.items()},
-        key_limits={key.id: key.limits for key in config.keys},
+        key_limits=key_limits if key_limits is not None else {key.id: key.limits for key in config.keys},
         on_error=settings.on_error,
         prefix=settings.key_prefix,
     )

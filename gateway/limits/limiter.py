@@ -84,6 +84,8 @@ class Limiter:
     """Applies the configured tenant and key limits through one :class:`LimitStore`.
 
     ``tenant_limits``/``key_limits``: limits by tenant name / key id (from gateway.yaml).
+    ``key_limits`` is read at every request, not copied: pass a live mapping (the KeyRing's
+    ``key_limits``) so keys created or changed at run time are limited at once.
     ``on_error``: ``closed`` or ``open`` (see the module docstring). ``prefix``: counter key
     prefix (``sgw:limits:``). ``clock``: epoch seconds (tests may pass their own).
     """
@@ -100,7 +102,7 @@ class Limiter:
     ) -> None:
         self.store = store
         self._tenant_limits = dict(tenant_limits)
-        self._key_limits = dict(key_limits)
+        self._key_limits = key_limits
         self._on_error = on_error
         self._prefix = prefix
         self._clock = clock

@@ -10,6 +10,7 @@ times out raises :class:`~gateway.errors.PolicyUnavailable` (also a deny, 503).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -21,6 +22,7 @@ __all__ = [
     "PolicyBundle",
     "PolicyEngine",
     "build_input",
+    "decision_view",
     "load_bundle",
     "parse_decision",
 ]
@@ -29,29 +31,99 @@ ENTRYPOINT = "gateway/routing/decision"
 
 
 class PolicyBundle:
-    """Rego modules of one policy revision: ``modules`` maps file name → source.
+    """One policy revision: Rego ``modules`` (file name → source) and policy ``data``.
 
-    ``revision`` is ``sha256:<hex>`` over every module's name and bytes in name order, so the
-    same files always give the same revision (recorded in each audit record for replay).
+    ``data`` is the base document the modules read as ``data.*`` (OPA bundle semantics: a
+    ``data.json`` at the bundle root is the root document, one in ``a/b/`` sits at ``data.a.b``).
+    ``revision`` is ``sha256:<hex>`` over every module's name and bytes in name order and the
+    canonical JSON of ``data``, so the same content always gives the same revision (recorded in
+    each audit record for replay; the policy store is addressed by it).
     """
 
-    def __init__(self, modules: dict[str, str]) -> None:
+    def __init__(self, modules: dict[str, str], data: dict[str, Any] | None = None) -> None:
         self.modules = dict(sorted(modules.items()))
+        self.data: dict[str, Any] = data or {}
         digest = hashlib.sha256()
         for name, source in self.modules.items():
             digest.update(name.encode() + b"\0" + source.encode() + b"\0")
+        if self.data:
+            digest.update(b"data.json\0" + _canonical(self.data) + b"\0")
         self.revision = f"sha256:{digest.hexdigest()}"
+
+    def to_json(self) -> str:
+        """``{"modules": {...}, "data": {...}}`` as JSON (the policy store's column)."""
+        return json.dumps({"modules": self.modules, "data": self.data}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> PolicyBundle:
+        """Inverse of :meth:`to_json`. Raises ValueError for anything else."""
+        raw = json.loads(text)
+        if not isinstance(raw, dict) or not isinstance(raw.get("modules"), dict):
+            raise ValueError("a policy bundle is an object with 'modules' (name → Rego source)")
+        return cls.from_parts(raw["modules"], raw.get("data") or {})
+
+    @classmethod
+    def from_parts(cls, modules: Any, data: Any) -> PolicyBundle:
+        """A bundle from untrusted parts (admin API, CLI). Raises ValueError naming the problem."""
+        if not isinstance(modules, dict) or not modules:
+            raise ValueError("modules must be a non-empty object of file name → Rego source")
+        for name, source in modules.items():
+            if not isinstance(name, str) or not name.endswith(".rego") or not isinstance(source, str):
+                raise ValueError(f"module {name!r}: names end in .rego and sources are strings")
+        if not isinstance(data, dict):
+            raise ValueError("data must be a JSON object")
+        return cls(modules, data)
+
+    def with_data(self, path: Sequence[str], value: Any) -> PolicyBundle:
+        """A copy with ``data.<path>`` set to ``value`` (a new revision)."""
+        data = json.loads(json.dumps(self.data))
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"data.{'.'.join(path)}: {part} is not an object")
+        node[path[-1]] = value
+        return PolicyBundle(self.modules, data)
+
+
+def _canonical(value: Any) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _merge_data(target: dict[str, Any], path: Sequence[str], value: Any, origin: str) -> None:
+    node = target
+    for part in path:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"{origin}: data.{'.'.join(path)} collides with a non-object value")
+    if not isinstance(value, dict):
+        raise ValueError(f"{origin}: a data.json file must hold a JSON object")
+    for key, item in value.items():
+        if key in node:
+            raise ValueError(f"{origin}: data.{'.'.join([*path, key])} is defined twice")
+        node[key] = item
 
 
 def load_bundle(path: Path) -> PolicyBundle:
-    """Read every ``*.rego`` file under ``path`` (tests ``*_test.rego`` excluded).
+    """Read every ``*.rego`` file under ``path`` (tests ``*_test.rego`` excluded) and every
+    ``data.json`` (merged at its directory's path, as OPA bundles do).
 
-    Raises OSError if the directory is unreadable and ValueError if it holds no policy.
+    Raises OSError if the directory is unreadable and ValueError if it holds no policy or a
+    data file is not a JSON object or collides with another.
     """
     files = sorted(p for p in path.rglob("*.rego") if not p.name.endswith("_test.rego"))
     if not files:
         raise ValueError(f"no .rego files under {path}")
-    return PolicyBundle({str(p.relative_to(path)): p.read_text(encoding="utf-8") for p in files})
+    data: dict[str, Any] = {}
+    for data_file in sorted(path.rglob("data.json")):
+        rel = data_file.relative_to(path)
+        try:
+            value = json.loads(data_file.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{rel}: not valid JSON: {exc}") from exc
+        _merge_data(data, rel.parent.parts, value, str(rel))
+    modules = {str(p.relative_to(path)): p.read_text(encoding="utf-8") for p in files}
+    return PolicyBundle(modules, data)
 
 
 class PolicyEngine(Protocol):
@@ -62,6 +134,16 @@ class PolicyEngine(Protocol):
     @property
     def revision(self) -> str:
         """The active bundle revision (``sha256:...``)."""
+        ...
+
+    @property
+    def bundle(self) -> PolicyBundle:
+        """The active bundle."""
+        ...
+
+    async def activate(self, bundle: PolicyBundle) -> None:
+        """Make ``bundle`` active without a restart. Raises PolicyLoadError when it does not
+        compile or calls a builtin the engine lacks; the active bundle then stays."""
         ...
 
     async def decide(self, policy_input: dict[str, Any]) -> Decision:
@@ -148,6 +230,9 @@ def parse_decision(raw: Any, *, offered: Sequence[str], engine: str, revision: s
         return deny("policy decision 'excluded' is not an object of reason lists (treated as deny)")
     if not _str_list(reasons) or not isinstance(obligations, dict):
         return deny("policy decision 'reasons' or 'obligations' is malformed (treated as deny)")
+    rules = raw.get("rules", {})
+    if not isinstance(rules, dict) or not all(_str_list(v) for v in rules.values()):
+        return deny("policy decision 'rules' is not an object of rule-name lists (treated as deny)")
     unknown = [d for d in eligible if d not in offered]
     if unknown:
         return deny(f"policy decision names deployments that were not offered: {unknown} (treated as deny)")
@@ -162,4 +247,17 @@ def parse_decision(raw: Any, *, offered: Sequence[str], engine: str, revision: s
         engine=engine,
         revision=revision,
         eval_ms=eval_ms,
+        rules={k: list(v) for k, v in rules.items()},
     )
+
+
+def decision_view(decision: Decision) -> dict[str, Any]:
+    """The replayable part of a decision (what explain and what-if compare), JSON-safe."""
+    return {
+        "allow": decision.allow,
+        "eligible": list(decision.eligible),
+        "excluded": {k: list(v) for k, v in sorted(decision.excluded.items())},
+        "rules": {k: list(v) for k, v in sorted(decision.rules.items())},
+        "obligations": decision.obligations,
+        "reasons": list(decision.reasons),
+    }

@@ -30,7 +30,7 @@ from gateway.context import Decision
 from gateway.errors import PolicyUnavailable
 from gateway.policy import ENTRYPOINT, PolicyBundle, parse_decision
 
-__all__ = ["EmbeddedEngine", "PolicyLoadError", "check_bundle"]
+__all__ = ["EmbeddedEngine", "Evaluator", "PolicyLoadError", "check_bundle"]
 
 _REGO_KEYWORDS = frozenset({"if", "in", "not", "some", "every", "contains", "else", "with", "as", "default"})
 _CALL = re.compile(r"(?<![\w.])([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)\s*\(")
@@ -84,17 +84,71 @@ def _compile(bundle: PolicyBundle) -> tuple[Interpreter, Any]:
     try:
         for name, source in bundle.modules.items():
             rego.add_module(name, source)
+        if bundle.data:
+            rego.add_data_json(json.dumps(bundle.data))
         compiled = rego.build(None, [ENTRYPOINT])
     except Exception as exc:  # regopy raises RegoError with the compiler's message
         raise PolicyLoadError(f"policy does not compile: {str(exc).strip()[:2000]}") from exc
     return rego, compiled
 
 
-class EmbeddedEngine:
-    """regopy engine with one interpreter and compiled bundle per worker thread.
+class Evaluator:
+    """One compiled bundle on one thread (regopy interpreters must not be shared).
 
-    ``timeout_ms``: evaluation deadline; ``threads``: worker threads (each compiles the
-    bundle once, on first use).
+    Synchronous: used by each worker thread of :class:`EmbeddedEngine` and by offline tools
+    (policy tests, explain, what-if). Raises PolicyLoadError if ``bundle`` does not compile.
+    """
+
+    def __init__(self, bundle: PolicyBundle) -> None:
+        self.bundle = bundle
+        self._rego, self._compiled = _compile(bundle)
+
+    def evaluate(self, policy_input: dict[str, Any] | str) -> Any:
+        """The decoded value of the entrypoint for ``policy_input`` (None when undefined).
+
+        Raises RuntimeError when the engine reports an error (``not ok()``, e.g. a rule
+        conflict) and ValueError when its output is not JSON.
+        """
+        text_input = policy_input if isinstance(policy_input, str) else json.dumps(policy_input)
+        self._rego.set_input_term(text_input)
+        output = self._rego.query_bundle_entrypoint(self._compiled, ENTRYPOINT)
+        if not output.ok():
+            raise RuntimeError(str(output).strip()[:500])
+        text = str(output)
+        if text.strip() == "undefined":
+            return None
+        result = json.loads(text)
+        expressions = result.get("expressions") if isinstance(result, dict) else None
+        if not expressions:
+            return None
+        return expressions[0]
+
+    def decide(self, policy_input: dict[str, Any], *, engine: str = "embedded") -> Decision:
+        """Evaluate and parse (fail closed) in one call; engine errors come back as a deny
+        naming the cause instead of raising (offline tools report, they do not serve)."""
+        started = time.perf_counter()
+        try:
+            raw = self.evaluate(policy_input)
+        except (RuntimeError, ValueError) as exc:
+            eval_ms = (time.perf_counter() - started) * 1000.0
+            return parse_decision(
+                {"allow": False, "reasons": [f"policy evaluation failed (denied): {exc}"]},
+                offered=[],
+                engine=engine,
+                revision=self.bundle.revision,
+                eval_ms=eval_ms,
+            )
+        eval_ms = (time.perf_counter() - started) * 1000.0
+        offered = [str(d.get("id")) for d in policy_input.get("deployments", []) if isinstance(d, dict)]
+        return parse_decision(raw, offered=offered, engine=engine, revision=self.bundle.revision, eval_ms=eval_ms)
+
+
+class EmbeddedEngine:
+    """regopy engine with one :class:`Evaluator` per worker thread.
+
+    ``timeout_ms``: evaluation deadline; ``threads``: worker threads (each compiles the active
+    bundle once, on first use after an activation). :meth:`activate` swaps the bundle without
+    a restart, after :func:`check_bundle` accepted it (a refused bundle leaves the active one).
     """
 
     name = "embedded"
@@ -111,25 +165,22 @@ class EmbeddedEngine:
         """Active bundle revision (``sha256:...``)."""
         return self._bundle.revision
 
-    def _evaluate_sync(self, input_json: str) -> Any:
-        state = getattr(self._local, "state", None)
-        if state is None or state[0] != self._bundle.revision:
-            rego, compiled = _compile(self._bundle)
-            state = (self._bundle.revision, rego, compiled)
-            self._local.state = state
-        _, rego, compiled = state
-        rego.set_input_term(input_json)
-        output = rego.query_bundle_entrypoint(compiled, ENTRYPOINT)
-        if not output.ok():
-            raise RuntimeError(str(output).strip()[:500])
-        text = str(output)
-        if text.strip() == "undefined":
-            return None
-        result = json.loads(text)  # a ValueError here is an engine error: PolicyUnavailable
-        expressions = result.get("expressions") if isinstance(result, dict) else None
-        if not expressions:
-            return None
-        return expressions[0]
+    @property
+    def bundle(self) -> PolicyBundle:
+        """The active bundle."""
+        return self._bundle
+
+    async def activate(self, bundle: PolicyBundle) -> None:
+        """Make ``bundle`` the active revision. Raises PolicyLoadError (the active one stays)."""
+        await asyncio.get_running_loop().run_in_executor(None, check_bundle, bundle)
+        self._bundle = bundle
+
+    def _evaluate_sync(self, input_json: str, bundle: PolicyBundle) -> Any:
+        evaluator: Evaluator | None = getattr(self._local, "evaluator", None)
+        if evaluator is None or evaluator.bundle.revision != bundle.revision:
+            evaluator = Evaluator(bundle)
+            self._local.evaluator = evaluator
+        return evaluator.evaluate(input_json)
 
     async def decide(self, policy_input: dict[str, Any]) -> Decision:
         """Evaluate ``data.gateway.routing.decision`` for ``policy_input``.
@@ -138,10 +189,11 @@ class EmbeddedEngine:
         undefined or malformed result.
         """
         started = time.perf_counter()
+        bundle = self._bundle  # the revision this decision is made (and recorded) under
         loop = asyncio.get_running_loop()
         try:
             raw = await asyncio.wait_for(
-                loop.run_in_executor(self._pool, self._evaluate_sync, json.dumps(policy_input)),
+                loop.run_in_executor(self._pool, self._evaluate_sync, json.dumps(policy_input), bundle),
                 timeout=self._timeout_s,
             )
         except TimeoutError as exc:
@@ -150,7 +202,7 @@ class EmbeddedEngine:
             raise PolicyUnavailable(f"policy evaluation failed (denied): {exc}") from exc
         eval_ms = (time.perf_counter() - started) * 1000.0
         offered = [d["id"] for d in policy_input.get("deployments", [])]
-        return parse_decision(raw, offered=offered, engine=self.name, revision=self.revision, eval_ms=eval_ms)
+        return parse_decision(raw, offered=offered, engine=self.name, revision=bundle.revision, eval_ms=eval_ms)
 
     async def aclose(self) -> None:
         """Stop the worker threads."""

@@ -26,10 +26,14 @@ How the client is used, and why (opa-python-client 3.0.0):
 * its aiohttp session is opened on first use (inside the serving event loop) and closed by
   :meth:`OpaEngine.aclose`.
 
-``revision`` is the sha256 of the bundle the gateway loaded from ``policy.path`` (as for the
-embedded engine): the operator serves OPA the same files (for instance as an OPA bundle built
-from that directory). The engine does not push policies to OPA nor compare OPA's own bundle
-revision.
+``revision`` is the sha256 of the gateway's active bundle (as for the embedded engine):
+the operator serves OPA the same revision as an OPA bundle (``gateway policy bundle`` writes the
+active one). The engine does not push policies to OPA: OPA's Policy API compiles one module at a
+time, so modules of one package that refer to each other cannot be pushed one by one. It cannot
+see OPA's own bundle revision either; :meth:`OpaEngine.activate` checks the bundle with the
+embedded engine's load check (syntax and builtins — explain and what-if replay decisions with
+the embedded engine, so a policy only OPA could run would not be replayable) before the
+gateway records decisions under the new revision.
 """
 
 from __future__ import annotations
@@ -90,6 +94,19 @@ class OpaEngine:
     def revision(self) -> str:
         """Revision (``sha256:...``) of the bundle loaded from ``policy.path``."""
         return self._bundle.revision
+
+    @property
+    def bundle(self) -> PolicyBundle:
+        """The active bundle."""
+        return self._bundle
+
+    async def activate(self, bundle: PolicyBundle) -> None:
+        """Record decisions under ``bundle`` from now on, after the embedded load check
+        (raises PolicyLoadError; the active revision stays)."""
+        from gateway.policy.embedded import check_bundle
+
+        await asyncio.get_running_loop().run_in_executor(None, check_bundle, bundle)
+        self._bundle = bundle
 
     @property
     def url(self) -> str:

@@ -7,6 +7,8 @@ of OPA's REST API the gateway and the contract tests use, with OPA's semantics:
     Add or replace a module. 200 ``{}``; 400 ``{"code": "invalid_parameter", "message":
     "error(s) occurred while compiling module(s)", "errors": [{"code": "rego_compile_error",
     "message": ...}]}`` when the module set does not compile (the previous set stays).
+``PUT /v1/data/{path}`` (body: a JSON value)
+    Create or replace the base document at ``data.<path>``. 204; 400 for a body that is not JSON.
 ``DELETE /v1/policies/{id}``
     Remove a module. 200 ``{}``; 404 ``{"code": "resource_not_found", ...}`` if unknown.
 ``GET /v1/policies``
@@ -74,13 +76,17 @@ class FakeOpa:
     """A fake OPA server on ``127.0.0.1`` (free port) in a background thread.
 
     ``modules``: initial Rego modules (id → source), as if PUT to ``/v1/policies/{id}``;
-    ``threads``: evaluation threads. Raises ValueError at construction if ``modules`` do not
+    ``data``: the initial base document (as if PUT to ``/v1/data``); ``threads``: evaluation
+    threads. Raises ValueError at construction if ``modules`` do not
     compile.
     """
 
-    def __init__(self, modules: dict[str, str] | None = None, *, threads: int = 2) -> None:
+    def __init__(
+        self, modules: dict[str, str] | None = None, *, data: dict[str, Any] | None = None, threads: int = 2
+    ) -> None:
         self._lock = threading.Lock()
         self._modules: dict[str, str] = {}
+        self._document: dict[str, Any] = dict(data or {})
         self._generation = 0
         if modules:
             error = self._compile_error(dict(modules))
@@ -127,6 +133,7 @@ class FakeOpa:
         app.router.add_delete("/v1/policies/{id:.+}", self._delete_policy)
         app.router.add_get("/v1/policies", self._list_policies)
         app.router.add_post("/v1/data/{path:.*}", self._data)
+        app.router.add_put("/v1/data/{path:.*}", self._put_data)
         app.router.add_get("/health", self._health)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
@@ -205,7 +212,7 @@ class FakeOpa:
     def _evaluate(self, entrypoint: str, input_json: str | None) -> tuple[bool, Any]:
         """(defined, value) of ``entrypoint`` (``a/b/c``); raises _EvalError on engine errors."""
         with self._lock:
-            generation, modules = self._generation, dict(self._modules)
+            generation, modules, data = self._generation, dict(self._modules), json.dumps(self._document)
         cache: dict[tuple[int, str], tuple[Interpreter, Any]] = getattr(self._local, "cache", {})
         if not cache or next(iter(cache))[0] != generation:
             cache = {}
@@ -215,6 +222,7 @@ class FakeOpa:
             rego = Interpreter()
             for name, source in sorted(modules.items()):
                 rego.add_module(name, source)
+            rego.add_data_json(data)
             try:
                 compiled = rego.build(None, [entrypoint])
             except Exception as exc:
@@ -270,6 +278,25 @@ class FakeOpa:
             del self._modules[policy_id]
             self._generation += 1
         return web.json_response({})
+
+    async def _put_data(self, request: web.Request) -> web.Response:
+        parts = [p for p in request.match_info["path"].split("/") if p]
+        try:
+            value = json.loads(await request.read())
+        except ValueError as exc:
+            return web.json_response({"code": "invalid_parameter", "message": f"malformed JSON: {exc}"}, status=400)
+        with self._lock:
+            if not parts:
+                if not isinstance(value, dict):
+                    return web.json_response({"code": "invalid_parameter", "message": "root must be an object"}, status=400)
+                self._document = value
+            else:
+                node = self._document
+                for part in parts[:-1]:
+                    node = node.setdefault(part, {})
+                node[parts[-1]] = value
+            self._generation += 1
+        return web.Response(status=204)
 
     async def _list_policies(self, request: web.Request) -> web.Response:
         with self._lock:
