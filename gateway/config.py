@@ -28,6 +28,7 @@ __all__ = [
     "ClassificationConfig",
     "DeploymentConfig",
     "GatewayConfig",
+    "HealthCheckConfig",
     "KeyConfig",
     "Limits",
     "LimitsStoreConfig",
@@ -320,19 +321,40 @@ class AuditConfig(_Strict):
 
 class BreakerConfig(_Strict):
     """Circuit breaker per deployment: consecutive retryable failures that open it, and the
-    seconds it stays open (the policy then sees the deployment as not healthy)."""
+    seconds it stays open (the policy then sees the deployment as not healthy).
+
+    When ``limits_store.kind`` is ``redis``, the breaker state is shared through that same
+    Redis (``limits_store.url``, keys under ``limits_store.key_prefix`` + ``breaker:``): a
+    breaker opened by one gateway replica is open in all. Each replica reads the shared state
+    every ``sync_interval_s`` seconds in the background (the per-request check stays local);
+    if Redis is down, each replica keeps its own breaker (see ``gateway/breaker.py``)."""
 
     failures: int = Field(default=5, ge=1)
     cooldown_s: float = Field(default=30.0, gt=0)
+    sync_interval_s: float = Field(default=1.0, gt=0, le=60)
+
+
+class HealthCheckConfig(_Strict):
+    """Background health checks: every ``interval_s`` seconds each deployment gets a cheap
+    probe through its adapter (``GET {api_base}/models``, no tokens spent) that must answer
+    within ``timeout_s``; after ``failures`` consecutive failed probes the policy sees it as
+    not healthy until a probe succeeds again. ``enabled: false`` turns the probes off."""
+
+    enabled: bool = True
+    interval_s: float = Field(default=30.0, gt=0)
+    timeout_s: float = Field(default=3.0, gt=0, le=60)
+    failures: int = Field(default=2, ge=1)
 
 
 class ServerConfig(_Strict):
     """Request handling: body size limit (bytes), the overall deadline of a request's upstream
-    tries (seconds; each try's timeout is cut to what is left) and the circuit breaker."""
+    tries (seconds; each try's timeout is cut to what is left), the circuit breaker and the
+    background health checks."""
 
     max_body_bytes: int = Field(default=1_048_576, gt=0)
     deadline_s: float = Field(default=300.0, gt=0)
     breaker: BreakerConfig = BreakerConfig()
+    health: HealthCheckConfig = HealthCheckConfig()
 
 
 class SavingsConfig(_Strict):

@@ -27,11 +27,12 @@ from gateway.audit.digest import Digester
 from gateway.audit.ledger import Signer
 from gateway.audit.store import AuditStore
 from gateway.auth import KeyRing
-from gateway.breaker import CircuitBreaker
+from gateway.breaker import CircuitBreaker, SharedCircuitBreaker
 from gateway.classify import Classifier
 from gateway.config import GatewayConfig, Settings, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.execute import Executor
+from gateway.health import HealthMonitor
 from gateway.limits import build_limiter
 from gateway.policy import PolicyEngine, load_bundle
 from gateway.policy.embedded import EmbeddedEngine, PolicyLoadError
@@ -71,14 +72,36 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
             raise ConfigError(config.source, "audit.capture_public_key_file", str(exc)) from exc
     kinds = sorted({d.adapter for d in config.deployments})
     adapters = {kind: create_adapter(kind) for kind in kinds}
-    return Gateway(
+    breaker_cfg, health_cfg = config.server.breaker, config.server.health
+    breaker: CircuitBreaker
+    if config.limits_store.kind == "redis" and config.limits_store.url:  # shared with the limits store's Redis
+        breaker = SharedCircuitBreaker(
+            config.limits_store.url,
+            deployments=[d.id for d in config.deployments],
+            prefix=config.limits_store.key_prefix,
+            failures=breaker_cfg.failures,
+            cooldown_s=breaker_cfg.cooldown_s,
+            sync_interval_s=breaker_cfg.sync_interval_s,
+            timeout_s=config.limits_store.timeout_s,
+        )
+    else:
+        breaker = CircuitBreaker(failures=breaker_cfg.failures, cooldown_s=breaker_cfg.cooldown_s)
+    health = HealthMonitor(
+        config.deployments,
+        adapters,
+        interval_s=health_cfg.interval_s,
+        timeout_s=health_cfg.timeout_s,
+        failures=health_cfg.failures,
+        enabled=health_cfg.enabled,
+    )
+    gateway = Gateway(
         config=config,
         keyring=KeyRing(config.keys, config.tenants),
         classifier=Classifier.from_config(config.classification),
         engine=engine,
         executor=Executor(
             adapters,
-            CircuitBreaker(failures=config.server.breaker.failures, cooldown_s=config.server.breaker.cooldown_s),
+            breaker,
             deadline_s=config.server.deadline_s,
         ),
         limiter=build_limiter(config),
@@ -90,11 +113,17 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
             checkpoint_every=config.audit.checkpoint_every,
             checkpoint_interval_s=config.audit.checkpoint_interval_s,
         ),
+        health=health,
     )
+    breaker.start()  # background tasks start once every stage is built
+    health.start()
+    return gateway
 
 
 async def close_gateway(gateway: Gateway) -> None:
-    """Release the stages' threads, pools and connections."""
+    """Release the stages' threads, pools and connections (background tasks first)."""
+    await gateway.health.aclose()
+    await gateway.executor.breaker.aclose()
     await gateway.engine.aclose()
     await gateway.executor.aclose()
     await gateway.limiter.aclose()

@@ -39,6 +39,7 @@ from gateway.errors import (
     PolicyUnavailable,
 )
 from gateway.execute import Executor, Prepare, StreamStart
+from gateway.health import HealthMonitor
 from gateway.limits import Limiter
 from gateway.policy import PolicyEngine, build_input
 from gateway.routing import estimated_cost_usd, plan
@@ -88,6 +89,7 @@ class Gateway:
         audit: AuditStore,
         digester: Digester,
         sealer: PromptSealer | None = None,
+        health: HealthMonitor | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
@@ -99,7 +101,13 @@ class Gateway:
         self.audit = audit
         self.digester = digester
         self.sealer = sealer
+        self.health = health or HealthMonitor((), {}, enabled=False)
         self._rng = rng or random.Random()
+
+    def deployment_healthy(self, dep: DeploymentConfig) -> bool:
+        """``healthy`` in the policy input: its API key is set, its circuit breaker is closed
+        and its background health probes pass. No I/O."""
+        return dep.credentials_present() and self.executor.breaker.healthy(dep.id) and self.health.healthy(dep.id)
 
     async def chat(self, ctx: RequestContext, raw: bytes, headers: Mapping[str, str]) -> Outcome:
         """Run one chat completion request (non-stream or SSE) through the pipeline."""
@@ -178,10 +186,7 @@ class Gateway:
                 "max_output_tokens": max_output,
             },
             classification=ctx.classification,
-            deployments=[
-                d.policy_view(healthy=d.credentials_present() and self.executor.breaker.healthy(d.id))
-                for d in candidates
-            ],
+            deployments=[d.policy_view(healthy=self.deployment_healthy(d)) for d in candidates],
         )
         ctx.decision = decision = await self.engine.decide(policy_input)
         if not decision.allow:

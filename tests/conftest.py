@@ -95,7 +95,9 @@ def make_config(*, sim_a_url: str, sim_b_url: str, llama_url: str) -> dict[str, 
     return {
         "policy": {"path": str(ROOT / "policies"), "timeout_ms": 2000},
         # failures injected by one test must not open a breaker for the next (tests/test_breaker.py)
-        "server": {"breaker": {"failures": 1000}},
+        # health probes (GET /v1/models) would show up in the simulators' request logs
+        # (tests/test_health.py turns them on)
+        "server": {"breaker": {"failures": 1000}, "health": {"enabled": False}},
         "savings": {
             "reference_name": "frontier-ref",
             "reference_price": {"input_per_mtok": 10.0, "output_per_mtok": 30.0},

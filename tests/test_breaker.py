@@ -35,7 +35,7 @@ def test_open_breaker_excludes_the_deployment_without_calling_it(
     start_gateway: Callable[..., GatewayUnderTest], sim_a: ProviderSimulator, sim_b: ProviderSimulator, llama: str
 ) -> None:
     doc = make_config(sim_a_url=sim_a.base_url, sim_b_url=sim_b.base_url, llama_url=llama)
-    doc["server"] = {"breaker": {"failures": 2, "cooldown_s": 60}}  # replaces the suite default
+    doc["server"] |= {"breaker": {"failures": 2, "cooldown_s": 60}}  # replaces the suite default
     gw = start_gateway(doc)
     sim_a.behave(status=503)
     for _ in range(2):  # ext-cheap fails twice, ext-pricey serves
@@ -55,7 +55,7 @@ def test_retries_stay_on_the_deployment_with_backoff_and_the_deadline_ends_the_r
     import time
 
     doc = make_config(sim_a_url=sim_a.base_url, sim_b_url=sim_b.base_url, llama_url=llama)
-    doc["server"] = {"breaker": {"failures": 1000}, "deadline_s": 1.5}
+    doc["server"] |= {"breaker": {"failures": 1000}, "deadline_s": 1.5}
     for dep in doc["deployments"]:
         if dep["id"] == "ext-cheap":
             dep["retries"] = 2

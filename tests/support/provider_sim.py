@@ -22,7 +22,9 @@ Every request is recorded as a :class:`ReceivedRequest` (see
 
 Misbehaviours are set with :meth:`ProviderSimulator.behave`, which *replaces*
 the current :class:`Behaviour`; they apply to the POST endpoints (chat
-completions, messages, embeddings), not to ``GET /v1/models``:
+completions, messages, embeddings), not to ``GET /v1/models`` — the gateway's
+health probe, which :meth:`~ProviderSimulator.fail_health` makes fail (503, a
+delay or a dropped connection) and :meth:`~ProviderSimulator.heal` restores:
 
 ``delay_s``
     Sleep this long before doing anything else (including the other behaviours).
@@ -251,6 +253,9 @@ class ProviderSimulator:
         self._requests: list[ReceivedRequest] = []
         self._request_count = 0
         self._behaviour: Behaviour | None = None
+        self._models_behaviour: Behaviour | None = None
+        self.health_probes = 0
+        """``GET /v1/models`` requests received (what gateway health checks call)."""
         self._remaining: int | None = None
         self._ids = itertools.count(1)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -419,9 +424,25 @@ class ProviderSimulator:
         """Go back to normal answers (recorded requests are kept)."""
         self.set_behaviour(None)
 
+    def fail_health(
+        self, status: int | None = 503, *, delay_s: float | None = None, close_connection: bool = False
+    ) -> None:
+        """Make ``GET /v1/models`` (a gateway's health probe) fail: answer ``status`` (None:
+        no canned answer), after ``delay_s`` seconds, or drop the connection. The POST
+        endpoints are unaffected. :meth:`heal` (or :meth:`reset`) undoes it."""
+        with self._lock:
+            self._models_behaviour = Behaviour(status=status, delay_s=delay_s, close_connection=close_connection)
+
+    def heal(self) -> None:
+        """``GET /v1/models`` answers normally again."""
+        with self._lock:
+            self._models_behaviour = None
+
     def reset(self) -> None:
         """Forget recorded requests and the request count, and answer normally."""
         with self._lock:
+            self._models_behaviour = None
+            self.health_probes = 0
             self._requests.clear()
             self._request_count = 0
             self._behaviour = None
@@ -676,6 +697,17 @@ class ProviderSimulator:
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         self._record(request, await request.read(), None)
+        with self._lock:
+            self.health_probes += 1
+            behaviour = self._models_behaviour
+        if behaviour is not None:
+            if behaviour.delay_s:
+                await asyncio.sleep(behaviour.delay_s)
+            if behaviour.close_connection:
+                return self._drop(request)
+            if behaviour.overrides_response:
+                body = DEFAULT_ERROR_BODY if behaviour.body is None else behaviour.body
+                return _json_response(body, behaviour.status or 200, behaviour.headers)
         created = 1_700_000_000
         return _json_response(
             {
