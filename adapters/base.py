@@ -1,8 +1,10 @@
 """The adapter contract: how the gateway talks to one kind of model backend.
 
 Adapters speak the OpenAI chat-completions shape on the gateway side whatever the backend's
-own wire format is: :meth:`Adapter.complete` returns an OpenAI ``chat.completion`` dict and
-:meth:`Adapter.stream` yields OpenAI ``chat.completion.chunk`` dicts. Adapters never import
+own wire format is: :meth:`Adapter.complete` returns an OpenAI ``chat.completion`` dict,
+:meth:`Adapter.stream` yields OpenAI ``chat.completion.chunk`` dicts; the legacy text
+completions (:meth:`Adapter.complete_text`, :meth:`Adapter.stream_text`) and
+:meth:`Adapter.embed` return their OpenAI shapes too. Adapters never import
 ``gateway``; they raise the errors below, which the gateway maps at its boundary::
 
     AdapterError                 (retryable: may the gateway try the next eligible deployment?)
@@ -115,6 +117,22 @@ class Adapter(Protocol):
         UpstreamHTTPError when it answers 5xx, 401 or 403 (down, or the key is refused). Any
         other answer (even a 404 for a server without a model list) means alive.
         """
+        ...
+
+    async def complete_text(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        """Run a non-stream legacy text completion (``prompt``). Returns an OpenAI
+        ``text_completion`` dict. Raises AdapterError subclasses."""
+        ...
+
+    def stream_text(self, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Run a streamed legacy text completion; yields OpenAI ``text_completion`` chunk
+        dicts (``choices[].text``). Raises AdapterError subclasses."""
+        ...
+
+    async def embed(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        """Embed ``body["input"]`` (a string, strings, or token ids). Returns an OpenAI
+        embeddings ``list`` dict (``data[].embedding``, ``usage.prompt_tokens``). Raises
+        AdapterError subclasses."""
         ...
 
     async def aclose(self) -> None:

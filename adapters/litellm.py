@@ -149,6 +149,38 @@ class LiteLLMAdapter:
         except Exception as exc:
             raise _map_error(exc) from exc
 
+    async def complete_text(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        """Non-stream legacy text completion through ``litellm.atext_completion`` (litellm
+        turns it into a chat call for providers without one); returns a ``text_completion``."""
+        try:
+            response = await self._litellm.atext_completion(**self._kwargs(target, body))
+        except Exception as exc:
+            raise _map_error(exc) from exc
+        data: dict[str, Any] = response.model_dump(exclude_none=True)
+        return data
+
+    async def stream_text(self, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Streamed legacy text completion; yields ``text_completion`` chunk dicts."""
+        kwargs = self._kwargs(target, body)
+        kwargs.update(stream=True, stream_options={"include_usage": True})
+        try:
+            response = await self._litellm.atext_completion(**kwargs)
+            async for chunk in response:
+                yield chunk.model_dump(exclude_none=True)
+        except AdapterError:
+            raise
+        except Exception as exc:
+            raise _map_error(exc) from exc
+
+    async def embed(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        """Embeddings through ``litellm.aembedding``; returns an OpenAI embeddings ``list``."""
+        try:
+            response = await self._litellm.aembedding(**self._kwargs(target, body))
+        except Exception as exc:
+            raise _map_error(exc) from exc
+        data: dict[str, Any] = response.model_dump(exclude_none=True)
+        return data
+
     async def health(self, target: Target) -> None:
         """Health probe by the provider's model list, no tokens spent: ``anthropic/...`` →
         ``GET {api_base or https://api.anthropic.com}/v1/models`` (Anthropic API "List

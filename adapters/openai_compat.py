@@ -127,11 +127,11 @@ class OpenAICompatAdapter:
             follow_redirects=False,
         )
 
-    def _request(self, target: Target, body: dict[str, Any]) -> httpx.Request:
+    def _request(self, target: Target, body: dict[str, Any], path: str = "chat/completions") -> httpx.Request:
         headers = {"content-type": "application/json"}
         if target.api_key:
             headers["authorization"] = f"Bearer {target.api_key}"
-        url = f"{(target.api_base or '').rstrip('/')}/chat/completions"
+        url = f"{(target.api_base or '').rstrip('/')}/{path}"
         payload = {**body, "model": target.model}
         return self._client.build_request(
             "POST",
@@ -147,8 +147,22 @@ class OpenAICompatAdapter:
         Raises UpstreamConnectError, UpstreamTimeout, UpstreamHTTPError (non-2xx) or
         UpstreamProtocolError (2xx without a JSON object carrying ``choices``).
         """
+        return await self._post(target, body, "chat/completions", "choices")
+
+    async def complete_text(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        """Non-stream legacy text completion (``POST {api_base}/completions``). Returns the
+        upstream's ``text_completion`` dict. Raises like :meth:`complete`."""
+        return await self._post(target, body, "completions", "choices")
+
+    async def embed(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        """Embeddings (``POST {api_base}/embeddings``). Returns the upstream's ``list`` dict of
+        embeddings. Raises like :meth:`complete` (UpstreamProtocolError without ``data``)."""
+        return await self._post(target, body, "embeddings", "data")
+
+    async def _post(self, target: Target, body: dict[str, Any], path: str, required: str) -> dict[str, Any]:
+        """POST a JSON request; the answer must be a JSON object with a non-empty list ``required``."""
         try:
-            response = await self._client.send(self._request(target, body))
+            response = await self._client.send(self._request(target, body, path))
         except _HTTPX_CATCH as exc:
             raise map_httpx_error(exc, timeout_s=target.timeout_s) from exc
         if response.status_code >= 400:
@@ -157,19 +171,27 @@ class OpenAICompatAdapter:
             data = response.json()
         except ValueError as exc:
             raise UpstreamProtocolError("upstream answered with a body that is not JSON") from exc
-        if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
-            raise UpstreamProtocolError("upstream answer has no choices")
+        if not isinstance(data, dict) or not isinstance(data.get(required), list) or not data[required]:
+            raise UpstreamProtocolError(f"upstream answer has no {required}")
         return data
 
-    async def stream(self, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def stream(self, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Streamed chat completion: yields each ``chat.completion.chunk`` dict until [DONE].
 
         A stream that ends without ``data: [DONE]`` raises UpstreamConnectError; a line that is
         not JSON raises UpstreamProtocolError; no chunk within ``timeout_s`` raises
         UpstreamTimeout.
         """
+        return self._stream(target, body, "chat/completions")
+
+    def stream_text(self, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Streamed legacy text completion: yields ``text_completion`` chunk dicts until
+        [DONE]. Raises like :meth:`stream`."""
+        return self._stream(target, body, "completions")
+
+    async def _stream(self, target: Target, body: dict[str, Any], path: str) -> AsyncIterator[dict[str, Any]]:
         try:
-            response = await self._client.send(self._request(target, {**body, "stream": True}), stream=True)
+            response = await self._client.send(self._request(target, {**body, "stream": True}, path), stream=True)
         except _HTTPX_CATCH as exc:
             raise map_httpx_error(exc, timeout_s=target.timeout_s) from exc
         try:

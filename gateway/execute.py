@@ -23,8 +23,10 @@ from gateway.breaker import CircuitBreaker
 from gateway.config import DeploymentConfig
 from gateway.context import Attempt, RequestContext
 from gateway.errors import UpstreamError
+from gateway.wire import Operation
 
-__all__ = ["Executor", "Prepare", "StreamStart"]
+__all__ = ["Executor", "Operation", "Prepare", "StreamStart"]
+
 
 Prepare = Callable[[DeploymentConfig, dict[str, Any]], dict[str, Any]]
 """Per-attempt body transform (e.g. a redaction obligation for that deployment)."""
@@ -145,10 +147,12 @@ class Executor:
         planned: Sequence[DeploymentConfig],
         body: dict[str, Any],
         prepare: Prepare | None = None,
+        operation: Operation = "chat",
     ) -> tuple[DeploymentConfig, dict[str, Any]]:
         """Try each planned deployment until one answers.
 
-        Returns (deployment, OpenAI chat.completion dict). Appends to ``ctx.attempts``.
+        Returns (deployment, the OpenAI answer for ``operation``: chat.completion,
+        text_completion or embeddings list). Appends to ``ctx.attempts``.
         Raises UpstreamError (client 4xx passthrough, or the aggregate of all failures).
         """
         errors: list[AdapterError] = []
@@ -157,7 +161,9 @@ class Executor:
             started = time.perf_counter()
             try:
                 sent = prepare(dep, body) if prepare else body
-                response = await self._adapters[dep.adapter].complete(_target(dep, timeout_s), sent)
+                adapter = self._adapters[dep.adapter]
+                call = {"chat": adapter.complete, "text": adapter.complete_text, "embed": adapter.embed}[operation]
+                response = await call(_target(dep, timeout_s), sent)
             except AdapterError as exc:
                 ctx.attempts.append(
                     Attempt(dep.id, "error", (time.perf_counter() - started) * 1000, exc.status, _describe(exc))
@@ -178,6 +184,7 @@ class Executor:
         planned: Sequence[DeploymentConfig],
         body: dict[str, Any],
         prepare: Prepare | None = None,
+        operation: Operation = "chat",
     ) -> StreamStart:
         """Open a stream on the first planned deployment that delivers a first chunk.
 
@@ -189,7 +196,9 @@ class Executor:
         async for dep, timeout_s in schedule:
             started = time.perf_counter()
             sent = prepare(dep, body) if prepare else body
-            chunks = self._adapters[dep.adapter].stream(_target(dep, timeout_s), sent)
+            adapter = self._adapters[dep.adapter]
+            open_chunks = adapter.stream_text if operation == "text" else adapter.stream
+            chunks = open_chunks(_target(dep, timeout_s), sent)
             try:
                 first = await anext(chunks)
             except (AdapterError, StopAsyncIteration) as exc:
