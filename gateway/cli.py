@@ -15,6 +15,7 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -438,25 +439,197 @@ def audit_public_key(config: ConfigOpt = Path("gateway.yaml")) -> None:
     typer.echo(Signer.from_file(Path(_load(config).audit.signing_key_file), create=False).public_pem(), nl=False)
 
 
+def _keys_change(
+    config: Path, endpoint: str, op: Callable[[Any], Awaitable[tuple[dict[str, Any], dict[str, Any]]]]
+) -> dict[str, Any]:
+    """Run one key change on the configured database, publish it to the replicas and record
+    it in the audit chain (one record, ``admin`` detail, never the key). Exits 2 with the
+    reason (naming the option) if the change is refused, 1 if it happened but was not recorded."""
+    from gateway.audit.ledger import Signer
+    from gateway.audit.store import AuditStore
+    from gateway.context import RequestContext
+    from gateway.errors import GatewayError
+    from gateway.keystore import KeyAdmin, KeyStore
+
+    cfg = _load(config)
+    notify_url = cfg.limits_store.url if cfg.limits_store.kind == "redis" else None
+
+    async def run() -> dict[str, Any]:
+        url = _audit_url(cfg)
+        store = KeyStore.from_url(url)
+        audit = AuditStore.from_url(url, Signer.from_file(Path(cfg.audit.signing_key_file)))
+        try:
+            try:
+                body, detail = await op(KeyAdmin(cfg, store, redis_url=notify_url))
+            except GatewayError as exc:
+                option = f" ({_cli_name(exc.param)})" if exc.param and exc.param != "body" else ""
+                err.print(f"[bold red]error[/]: {exc.message}{option}")
+                raise typer.Exit(2) from None
+            ctx = RequestContext(endpoint=endpoint, status="ok", http_status=200, admin={"action": endpoint, **detail})
+            try:
+                await audit.record_outcome(ctx)
+            except GatewayError as exc:
+                err.print(f"[bold red]error[/]: the change was made but not recorded in the audit chain: {exc.message}")
+                raise typer.Exit(1) from None
+            return body
+        finally:
+            await audit.aclose()
+            await store.aclose()
+
+    return asyncio.run(run())
+
+
+def _show_key(body: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(body))
+        return
+    if body.get("key"):
+        typer.echo(f"API key (shown once): {body['key']}")
+    for field in ("id", "tenant", "roles", "allowed_models", "limits", "status", "expires_at"):
+        if body.get(field) not in (None, {}, []):
+            typer.echo(f"{field}: {body[field]}")
+
+
 @keys_app.command("create")
 def keys_create(
     tenant: Annotated[str, typer.Option(help="tenant the key belongs to")],
-    key_id: Annotated[str, typer.Option("--id", help="key id shown in audit records")],
     role: Annotated[list[str] | None, typer.Option(help="app, admin or auditor (repeatable)")] = None,
+    key_id: Annotated[
+        str | None, typer.Option("--id", help="key id shown in audit records (default: k_<random>)")
+    ] = None,
+    model: Annotated[
+        list[str] | None, typer.Option(help="alias or deployment the key may use (repeatable; default all)")
+    ] = None,
+    rpm: Annotated[int | None, typer.Option(min=0, help="requests per minute")] = None,
+    tpm: Annotated[int | None, typer.Option(min=0, help="tokens per minute")] = None,
+    usd_per_day: Annotated[float | None, typer.Option(min=0, help="USD budget per UTC day")] = None,
+    usd_per_month: Annotated[float | None, typer.Option(min=0, help="USD budget per UTC month")] = None,
+    all_tenants: Annotated[
+        bool, typer.Option("--all-tenants", help="not bound to its tenant (auditors, admins)")
+    ] = False,
+    expires_at: Annotated[str | None, typer.Option(help="ISO 8601 expiry time (UTC if no offset)")] = None,
+    static: Annotated[bool, typer.Option("--static", help="only print a gateway.yaml entry (nothing stored)")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the new key's JSON")] = False,
     config: ConfigOpt = Path("gateway.yaml"),
 ) -> None:
-    """Generate a key; prints it once and the gateway.yaml entry holding only its hash."""
+    """Create an API key in the database (live on every replica within a second); prints the
+    key once. With --static, print a gateway.yaml entry holding only its hash instead."""
     roles = role or ["app"]
     bad_roles = sorted(set(roles) - {"app", "admin", "auditor"})
     if bad_roles:
-        err.print(f"[bold red]error[/]: unknown role(s) {bad_roles}; use app, admin or auditor")
+        err.print(f"[bold red]error[/]: unknown role(s) {bad_roles}; use app, admin or auditor (--role)")
         raise typer.Exit(2)
-    if config.exists() and tenant not in _load(config).tenants:
-        err.print(f"[bold red]error[/]: tenant {tenant!r} is not in {config}")
-        raise typer.Exit(2)
-    key = generate_key()
-    typer.echo(f"API key (shown once): {key}\n\nAdd to gateway.yaml under keys:")
-    typer.echo(f"  - id: {key_id}\n    hash: {hash_key(key)}\n    tenant: {tenant}\n    roles: [{', '.join(roles)}]")
+    if static:
+        if key_id is None:
+            err.print("[bold red]error[/]: --static needs --id")
+            raise typer.Exit(2)
+        if config.exists() and tenant not in _load(config).tenants:
+            err.print(f"[bold red]error[/]: tenant {tenant!r} is not in {config}")
+            raise typer.Exit(2)
+        key = generate_key()
+        typer.echo(f"API key (shown once): {key}\n\nAdd to gateway.yaml under keys:")
+        typer.echo(
+            f"  - id: {key_id}\n    hash: {hash_key(key)}\n    tenant: {tenant}\n    roles: [{', '.join(roles)}]"
+        )
+        return
+    limits = {"rpm": rpm, "tpm": tpm, "usd_per_day": usd_per_day, "usd_per_month": usd_per_month}
+    body: dict[str, Any] = {
+        "tenant": tenant,
+        "roles": roles,
+        "all_tenants": all_tenants,
+        "limits": {k: v for k, v in limits.items() if v is not None},
+    }
+    if key_id is not None:
+        body["id"] = key_id
+    if model:
+        body["allowed_models"] = model
+    if expires_at is not None:
+        body["expires_at"] = expires_at
+    by_cli = _keys_change(config, "cli.keys.create", lambda admin: admin.create(body, actor=None, by=_cli_user()))
+    _show_key(by_cli, as_json)
+
+
+def _cli_name(param: str) -> str:
+    """The CLI option (or argument) behind an admin API field name."""
+    if param == "key_id":
+        return "KEY_ID"
+    field = param.split("[")[0].removeprefix("limits.")
+    return "--" + {"allowed_models": "model", "roles": "role"}.get(field, field).replace("_", "-")
+
+
+def _cli_user() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no user name in this environment (containers)
+        return "cli"
+
+
+@keys_app.command("list")
+def keys_list(
+    tenant: Annotated[str | None, typer.Option(help="only this tenant")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
+    config: ConfigOpt = Path("gateway.yaml"),
+) -> None:
+    """Every API key: static ones from gateway.yaml and those in the database (no secrets)."""
+    from gateway.errors import GatewayError
+    from gateway.keystore import KeyAdmin, KeyStore
+
+    cfg = _load(config)
+
+    async def run() -> list[dict[str, Any]]:
+        store = KeyStore.from_url(_audit_url(cfg))
+        try:
+            return await KeyAdmin(cfg, store, redis_url=None).list(actor=None, tenant=tenant)
+        finally:
+            await store.aclose()
+
+    try:
+        rows = asyncio.run(run())
+    except GatewayError as exc:
+        err.print(f"[bold red]error[/]: {exc.message}")
+        raise typer.Exit(2) from None
+    if as_json:
+        for row in rows:
+            typer.echo(json.dumps(row))
+        return
+    table = Table(title=f"API keys ({len(rows)})")
+    for col in ("id", "tenant", "roles", "source", "status", "models", "limits", "created", "expires"):
+        table.add_column(col)
+    for r in rows:
+        models = ",".join(r["allowed_models"]) if r["allowed_models"] is not None else "all"
+        limits = " ".join(f"{k}={v}" for k, v in r["limits"].items())
+        table.add_row(
+            r["id"], r["tenant"], ",".join(r["roles"]), r["source"], r["status"], models, limits,
+            (r.get("created_at") or "")[:19], (r.get("expires_at") or "")[:19],
+        )  # fmt: skip
+    Console(width=200).print(table)
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    key_id: Annotated[str, typer.Argument(help="id of the key")],
+    grace_s: Annotated[float, typer.Option(min=0, help="seconds the old key keeps working")] = 0.0,
+    as_json: Annotated[bool, typer.Option("--json", help="print the key's JSON")] = False,
+    config: ConfigOpt = Path("gateway.yaml"),
+) -> None:
+    """New secret for KEY_ID (printed once); the old one stops working (after --grace-s)."""
+    body = {"grace_s": grace_s}
+    _show_key(
+        _keys_change(config, "cli.keys.rotate", lambda admin: admin.rotate(key_id, body, actor=None, by=_cli_user())),
+        as_json,
+    )
+
+
+@keys_app.command("revoke")
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="id of the key")],
+    config: ConfigOpt = Path("gateway.yaml"),
+) -> None:
+    """Revoke KEY_ID: every replica refuses it within about a second."""
+    body = _keys_change(config, "cli.keys.revoke", lambda admin: admin.revoke(key_id, actor=None, by=_cli_user()))
+    typer.echo(f"revoked {body['id']} (tenant {body['tenant']}) at {body['revoked_at']}")
 
 
 @keys_app.command("hash")

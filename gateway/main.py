@@ -6,6 +6,7 @@ connected and the adapters created when the app starts, and released when it sto
 
 from __future__ import annotations
 
+import logging
 import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything imports litellm
@@ -19,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from adapters import create_adapter
+from gateway.api import admin as admin_routes
 from gateway.api import audit as audit_routes
 from gateway.api import openai as openai_routes
 from gateway.api.errors import install_error_handlers
@@ -33,13 +35,17 @@ from gateway.config import GatewayConfig, Settings, load_config
 from gateway.errors import ConfigError, GatewayError
 from gateway.execute import Executor
 from gateway.health import HealthMonitor
+from gateway.keystore import KEYS_TOPIC, KeyAdmin, KeyStore
 from gateway.limits import build_limiter
+from gateway.notify import ChangeWatcher
 from gateway.policy import PolicyEngine, load_bundle
 from gateway.policy.embedded import EmbeddedEngine, PolicyLoadError
 from gateway.policy.opa import OpaEngine
 from gateway.service import Gateway
 
 __all__ = ["build_gateway", "create_app"]
+
+log = logging.getLogger("gateway")
 
 
 async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) -> Gateway:
@@ -94,9 +100,18 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         failures=health_cfg.failures,
         enabled=health_cfg.enabled,
     )
+    # run-time API keys: in memory, reloaded when the keys topic says so (gateway/notify.py)
+    key_store = KeyStore.from_url(audit_url or config.audit.url)
+    keyring = KeyRing(config.keys, config.tenants, key_store)
+    try:
+        await keyring.refresh()
+    except GatewayError as exc:  # the static keys still work; the watcher keeps trying
+        log.warning("API keys in the database not loaded yet: %s", exc.message)
+    notify_url = config.limits_store.url if config.limits_store.kind == "redis" else None
+    key_watcher = ChangeWatcher(KEYS_TOPIC, keyring.refresh, redis_url=notify_url)
     gateway = Gateway(
         config=config,
-        keyring=KeyRing(config.keys, config.tenants),
+        keyring=keyring,
         classifier=Classifier.from_config(config.classification),
         engine=engine,
         executor=Executor(
@@ -104,7 +119,7 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
             breaker,
             deadline_s=config.server.deadline_s,
         ),
-        limiter=build_limiter(config),
+        limiter=build_limiter(config, keyring.key_limits),
         digester=digester,
         sealer=sealer,
         audit=AuditStore.from_url(
@@ -114,20 +129,27 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
             checkpoint_interval_s=config.audit.checkpoint_interval_s,
         ),
         health=health,
+        key_admin=KeyAdmin(config, key_store, redis_url=notify_url, on_change=keyring.refresh),
+        watchers=[key_watcher],
     )
     breaker.start()  # background tasks start once every stage is built
     health.start()
+    await key_watcher.start()
     return gateway
 
 
 async def close_gateway(gateway: Gateway) -> None:
     """Release the stages' threads, pools and connections (background tasks first)."""
+    for watcher in gateway.watchers:
+        await watcher.aclose()
     await gateway.health.aclose()
     await gateway.executor.breaker.aclose()
     await gateway.engine.aclose()
     await gateway.executor.aclose()
     await gateway.limiter.aclose()
     await gateway.audit.aclose()
+    if gateway.key_admin is not None:
+        await gateway.key_admin.aclose()
 
 
 def create_app(config: GatewayConfig | None = None, settings: Settings | None = None) -> FastAPI:
@@ -164,6 +186,7 @@ def create_app(config: GatewayConfig | None = None, settings: Settings | None = 
             return JSONResponse(body, status_code=503)
         return JSONResponse(body)
 
+    app.include_router(admin_routes.router)
     app.include_router(audit_routes.router)
     app.include_router(openai_routes.router)
     return app

@@ -14,7 +14,7 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard, cast
 
@@ -40,7 +40,9 @@ from gateway.errors import (
 )
 from gateway.execute import Executor, Prepare, StreamStart
 from gateway.health import HealthMonitor
+from gateway.keystore import KeyAdmin
 from gateway.limits import Limiter
+from gateway.notify import ChangeWatcher
 from gateway.policy import PolicyEngine, build_input
 from gateway.routing import estimated_cost_usd, plan
 from gateway.schemas import parse_body, parse_chat_request
@@ -90,6 +92,8 @@ class Gateway:
         digester: Digester,
         sealer: PromptSealer | None = None,
         health: HealthMonitor | None = None,
+        key_admin: KeyAdmin | None = None,
+        watchers: Sequence[ChangeWatcher] = (),
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
@@ -102,6 +106,8 @@ class Gateway:
         self.digester = digester
         self.sealer = sealer
         self.health = health or HealthMonitor((), {}, enabled=False)
+        self.key_admin = key_admin  # run-time API keys (None: only gateway.yaml's)
+        self.watchers = tuple(watchers)  # change watchers (gateway/notify.py), closed first
         self._rng = rng or random.Random()
 
     def deployment_healthy(self, dep: DeploymentConfig) -> bool:

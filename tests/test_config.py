@@ -127,11 +127,12 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path: Path) -> None:
 def test_keys_create_checks_tenant_and_role_and_prints_only_a_hash_entry() -> None:
     runner = CliRunner()
     config = str(ROOT / "gateway.yaml")
-    bad = runner.invoke(cli, ["keys", "create", "--tenant", "nobody", "--id", "k1", "--config", config])
+    static = ["keys", "create", "--static"]  # database keys: tests/test_keys.py
+    bad = runner.invoke(cli, [*static, "--tenant", "nobody", "--id", "k1", "--config", config])
     assert bad.exit_code == 2 and "not in" in bad.output
-    bad_role = runner.invoke(cli, ["keys", "create", "--tenant", "acme-eu", "--id", "k1", "--role", "root"])
+    bad_role = runner.invoke(cli, [*static, "--tenant", "acme-eu", "--id", "k1", "--role", "root"])
     assert bad_role.exit_code == 2
-    ok = runner.invoke(cli, ["keys", "create", "--tenant", "acme-eu", "--id", "k1", "--config", config])
+    ok = runner.invoke(cli, [*static, "--tenant", "acme-eu", "--id", "k1", "--config", config])
     assert ok.exit_code == 0
     key = ok.output.split("API key (shown once): ")[1].split()[0]
     from gateway.auth import hash_key
