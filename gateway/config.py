@@ -349,9 +349,15 @@ class HealthCheckConfig(_Strict):
 class ServerConfig(_Strict):
     """Request handling: body size limit (bytes), the overall deadline of a request's upstream
     tries (seconds; each try's timeout is cut to what is left), the circuit breaker and the
-    background health checks."""
+    background health checks.
+
+    ``unknown_params``: what happens to a top-level request field the endpoint does not know
+    (gateway/wire): ``drop`` it (named in the ``x-gateway-dropped-params`` response header) or
+    ``reject`` the request (400 naming it). Unknown fields are never forwarded unread.
+    """
 
     max_body_bytes: int = Field(default=1_048_576, gt=0)
+    unknown_params: Literal["drop", "reject"] = "drop"
     deadline_s: float = Field(default=300.0, gt=0)
     breaker: BreakerConfig = BreakerConfig()
     health: HealthCheckConfig = HealthCheckConfig()

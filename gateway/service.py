@@ -1,4 +1,5 @@
-"""The request pipeline for chat completions, one direction:
+"""The request pipeline for every model endpoint (chat, completions, embeddings, responses,
+messages — each a wire dialect in gateway/wire), one direction:
 
 authenticate → parse → classify → decide → route → admit (limits: reserve the worst case) →
 record (write-ahead) → execute → settle (tokens, cost; limits settled) → record outcome.
@@ -45,7 +46,9 @@ from gateway.limits import Limiter
 from gateway.notify import ChangeWatcher
 from gateway.policy import PolicyEngine, build_input
 from gateway.routing import estimated_cost_usd, plan
-from gateway.schemas import parse_body, parse_chat_request
+from gateway.schemas import parse_body
+from gateway.wire import Dialect
+from gateway.wire.openai import CHAT
 
 __all__ = ["DEFAULT_MAX_OUTPUT_TOKENS", "Gateway", "Outcome", "estimate_tokens"]
 
@@ -70,10 +73,6 @@ class Outcome:
     stream: AsyncIterator[bytes] | None = None
     error: GatewayError | None = None
     headers: dict[str, str] = field(default_factory=dict)
-
-
-def _sse(payload: Mapping[str, Any]) -> bytes:
-    return b"data: " + json.dumps(payload, separators=(",", ":")).encode() + b"\n\n"
 
 
 class Gateway:
@@ -117,8 +116,13 @@ class Gateway:
 
     async def chat(self, ctx: RequestContext, raw: bytes, headers: Mapping[str, str]) -> Outcome:
         """Run one chat completion request (non-stream or SSE) through the pipeline."""
+        return await self.handle(ctx, raw, headers, CHAT)
+
+    async def handle(self, ctx: RequestContext, raw: bytes, headers: Mapping[str, str], dialect: Dialect) -> Outcome:
+        """Run one request of any endpoint through the pipeline; ``dialect`` is the endpoint's
+        wire format (gateway/wire): it parses the body into a Call and renders the answer."""
         try:
-            outcome = await self._chat(ctx, raw, headers)
+            outcome = await self._run(ctx, raw, headers, dialect)
         except GatewayError as exc:
             await self.limiter.release(ctx)
             return await self.fail(ctx, exc)
@@ -146,15 +150,15 @@ class Gateway:
             return Outcome(ctx, error=audit_error)
         return Outcome(ctx, error=error)
 
-    async def _chat(self, ctx: RequestContext, raw: bytes, headers: Mapping[str, str]) -> Outcome:
+    async def _run(self, ctx: RequestContext, raw: bytes, headers: Mapping[str, str], dialect: Dialect) -> Outcome:
         ctx.principal = self.keyring.authenticate(headers.get("authorization"), headers.get("x-api-key"))
         require_role(ctx.principal, "app")
         data = parse_body(raw)
         if isinstance(data.get("model"), str):
             ctx.requested_model = data["model"][:256]
-        request = parse_chat_request(data)
+        request = dialect.parse(data, unknown=self.config.server.unknown_params)
         ctx.stream = request.stream
-        ctx.prompt_digest = self.digester.prompt(ctx.principal.tenant, data["messages"])
+        ctx.prompt_digest = self.digester.prompt(ctx.principal.tenant, request.prompt)
 
         declared = _declared_level(headers.get(CLASSIFICATION_HEADER))
 
@@ -178,8 +182,8 @@ class Gateway:
         ctx.classification = self.classifier.classify(data, declared=declared, floor=tenant.floor)
 
         texts = request_texts(data)
-        est_input = estimate_tokens(sum(len(t) for t in texts), len(request.messages))
-        max_output = request.max_output_tokens(DEFAULT_MAX_OUTPUT_TOKENS)
+        est_input = estimate_tokens(max(request.input_chars, sum(len(t) for t in texts)), request.input_items)
+        max_output = DEFAULT_MAX_OUTPUT_TOKENS if request.max_output_tokens is None else request.max_output_tokens
         policy_input = build_input(
             principal=ctx.principal,
             tenant=tenant.policy_view(),
@@ -187,7 +191,7 @@ class Gateway:
                 "id": ctx.request_id,
                 "endpoint": ctx.endpoint,
                 "model": request.model,
-                "needs": request.needs(),
+                "needs": list(request.needs),
                 "est_input_tokens": est_input,
                 "max_output_tokens": max_output,
             },
@@ -218,7 +222,7 @@ class Gateway:
                 raise PolicyUnavailable(
                     "the policy requires encrypted prompt capture but audit.capture_public_key_file is not set"
                 )
-            ctx.prompt_capture = self.sealer.seal(canonical(data["messages"]).encode("utf-8"))
+            ctx.prompt_capture = self.sealer.seal(canonical(request.prompt).encode("utf-8"))
         # Admit before the write-ahead record, so it carries the reservation; a refusal (429)
         # costs one audit entry and sends nothing. Released in chat() if anything below fails.
         await self.limiter.admit(
@@ -226,37 +230,48 @@ class Gateway:
             planned=planned,
             est_input_tokens=est_input,
             max_output_tokens=max_output,
-            output_capped=request.max_output_tokens(0) > 0,
+            output_capped=request.max_output_tokens is not None,
         )
         # Write-ahead: the decision is durable before any byte leaves for a deployment.
         await self.audit.record_decision(ctx)
 
-        body = upstream_body(data)
+        body = request.body
+        headers_out = {"x-gateway-dropped-params": ",".join(request.dropped)} if request.dropped else {}
         redactions: dict[str, Redaction] = {}
         prepare = self._redaction(decision.obligations, redactions)
         if request.stream:
             start = await self.executor.open_stream(
-                ctx, planned, {**body, "stream_options": {"include_usage": True}}, prepare
+                ctx, planned, {**body, "stream_options": {"include_usage": True}}, prepare, request.operation
             )
             _choose(ctx, start.deployment)
             restorer = self._restorer(ctx, tenant.restore_redacted, redactions.get(start.deployment.id))
-            include_usage = bool((request.stream_options or {}).get("include_usage"))
+            events = self._relay(
+                ctx, start, include_usage=request.include_usage, est_input=est_input, restorer=restorer
+            )
             return Outcome(
                 ctx,
-                stream=self._relay(ctx, start, include_usage=include_usage, est_input=est_input, restorer=restorer),
-                headers={"x-gateway-deployment": start.deployment.id},
+                stream=dialect.encode(events, request),
+                headers={"x-gateway-deployment": start.deployment.id, **headers_out},
             )
 
-        dep, response = await self.executor.complete(ctx, planned, body, prepare)
+        dep, response = await self.executor.complete(ctx, planned, body, prepare, request.operation)
         _choose(ctx, dep)
         restorer = self._restorer(ctx, tenant.restore_redacted, redactions.get(dep.id))
         if restorer is not None:
             _restore_response(response, restorer)
-        completion = _message_text(response)
-        ctx.response_digest = self.digester.text(ctx.principal.tenant, completion)
-        self._settle(ctx, dep, response.get("usage"), est_input=est_input, completion_text=completion)
+        if request.operation == "embed":
+            ctx.response_digest = self.digester.text(ctx.principal.tenant, json.dumps(response.get("data")))
+            self._settle(ctx, dep, response.get("usage"), est_input=est_input, completion_text="")
+            if ctx.tokens_estimated:  # embeddings produce no output tokens
+                ctx.completion_tokens = 0
+                ctx.cost_usd = estimated_cost_usd(dep, input_tokens=ctx.prompt_tokens or 0, output_tokens=0)
+        else:
+            completion = _message_text(response)
+            ctx.response_digest = self.digester.text(ctx.principal.tenant, completion)
+            self._settle(ctx, dep, response.get("usage"), est_input=est_input, completion_text=completion)
+        response = dialect.response(response, request, (ctx.prompt_tokens or 0, ctx.completion_tokens or 0))
         await self.limiter.settle(ctx)
-        return Outcome(ctx, response=response, headers={"x-gateway-deployment": dep.id})
+        return Outcome(ctx, response=response, headers={"x-gateway-deployment": dep.id, **headers_out})
 
     def _redaction(self, obligations: Mapping[str, Any], done: dict[str, Redaction]) -> Prepare | None:
         """The per-attempt body transform for a ``redact`` obligation (deployment id → labels),
@@ -326,8 +341,10 @@ class Gateway:
         include_usage: bool,
         est_input: int,
         restorer: Restorer | None = None,
-    ) -> AsyncIterator[bytes]:
-        """Relay upstream chunks as SSE; end with [DONE], or with an error event (partial).
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Relay upstream chunks (OpenAI chat or text-completion chunks; the endpoint's
+        dialect encodes them as SSE); a failure after the first byte ends the relay with one
+        ``{"error": {...}}`` event (status partial).
 
         The outcome is recorded whatever happens, shielded from the client's cancellation.
         """
@@ -341,19 +358,19 @@ class Gateway:
                 if chunk.get("usage"):
                     usage = chunk["usage"]
                 for choice in chunk.get("choices") or []:
-                    content = (choice.get("delta") or {}).get("content")
-                    if content:
+                    content = (choice.get("delta") or {}).get("content") or choice.get("text")
+                    if isinstance(content, str) and content:
                         text_parts.append(content)
                 usage_only = not chunk.get("choices") and chunk.get("usage")
                 if include_usage or not usage_only:
                     if not include_usage:
                         chunk = {k: v for k, v in chunk.items() if k != "usage"}
                     for out in _restored_chunks(chunk, restorer) if restorer else (chunk,):
-                        yield _sse(out)
+                        yield out
                 last = chunk
                 chunk = await anext(start.chunks, None)
             if restorer is not None and (tail := restorer.flush()):
-                yield _sse({**last, "choices": [{"index": 0, "delta": {"content": tail}, "finish_reason": None}]})
+                yield {**last, "choices": [{"index": 0, **_text_delta(last, tail), "finish_reason": None}]}
             if include_usage and usage is None:
                 # The upstream sent no usage (llama.cpp does not): send the gateway's count.
                 self._settle(
@@ -363,19 +380,17 @@ class Gateway:
                     est_input=est_input,
                     completion_text="".join(text_parts),
                 )
-                yield _sse({
-                    "id": last.get("id"), "object": "chat.completion.chunk", "created": last.get("created"),
+                yield {
+                    "id": last.get("id"), "object": last.get("object", "chat.completion.chunk"),
+                    "created": last.get("created"),
                     "model": last.get("model"), "choices": [],
                     "usage": {"prompt_tokens": ctx.prompt_tokens, "completion_tokens": ctx.completion_tokens,
                               "total_tokens": (ctx.prompt_tokens or 0) + (ctx.completion_tokens or 0)},
-                })  # fmt: skip
+                }  # fmt: skip
             status, error = "ok", ""
-            yield b"data: [DONE]\n\n"
         except AdapterError as exc:
             error = f"stream from {start.deployment.id} failed after first byte: {exc.error_class}: {exc.message}"
-            yield _sse(
-                {"error": {"message": error, "type": "upstream_error", "param": None, "code": "stream_interrupted"}}
-            )
+            yield {"error": {"message": error, "type": "upstream_error", "param": None, "code": "stream_interrupted"}}
         except BaseException:
             status, error = "client_disconnected", "client disconnected during the stream"
             raise
@@ -417,8 +432,10 @@ def _declared_level(header: str | None) -> DataLevel | None:
 
 def _restore_response(response: dict[str, Any], restorer: Restorer) -> None:
     """Put redacted values back into a chat.completion's message contents and tool-call
-    arguments (in place)."""
+    arguments, or a text_completion's texts (in place)."""
     for choice in response.get("choices") or []:
+        if isinstance(choice.get("text"), str):
+            choice["text"] = restorer.text(choice["text"])
         message = choice.get("message") or {}
         if isinstance(message.get("content"), str):
             message["content"] = restorer.text(message["content"])
@@ -436,15 +453,26 @@ def _restored_chunks(chunk: dict[str, Any], restorer: Restorer) -> list[dict[str
     choices = []
     for choice in chunk.get("choices") or []:
         choice = dict(choice)
-        delta = dict(choice.get("delta") or {})
-        if isinstance(delta.get("content"), str):
-            delta["content"] = restorer.feed(delta["content"])
-        choice["delta"] = delta
+        if isinstance(choice.get("text"), str):  # a text_completion chunk
+            choice["text"] = restorer.feed(choice["text"])
+        else:
+            delta = dict(choice.get("delta") or {})
+            if isinstance(delta.get("content"), str):
+                delta["content"] = restorer.feed(delta["content"])
+            choice["delta"] = delta
         if choice.get("finish_reason") and (tail := restorer.flush()):
-            out.append({**chunk, "choices": [{"index": choice.get("index", 0), "delta": {"content": tail}}]})
+            out.append({**chunk, "choices": [{"index": choice.get("index", 0), **_text_delta(chunk, tail)}]})
         choices.append(choice)
     out.append({**chunk, "choices": choices} if "choices" in chunk else chunk)
     return out
+
+
+def _text_delta(chunk: Mapping[str, Any], text: str) -> dict[str, Any]:
+    """The text-carrying part of a choice in a chunk like ``chunk``: ``{"text": ...}`` for a
+    text_completion stream, else ``{"delta": {"content": ...}}``."""
+    if chunk.get("object") == "text_completion":
+        return {"text": text}
+    return {"delta": {"content": text}}
 
 
 def _is_count(value: Any) -> TypeGuard[int]:
@@ -457,28 +485,10 @@ def _choose(ctx: RequestContext, dep: DeploymentConfig) -> None:
     ctx.chosen, ctx.chosen_jurisdiction, ctx.chosen_locality = dep.id, dep.jurisdiction, dep.locality
 
 
-def upstream_body(data: Mapping[str, Any]) -> dict[str, Any]:
-    """The request as sent to a deployment: the client's fields minus model/stream settings
-    (the adapter sets the deployment's model), with text-only content-part arrays joined into
-    a plain string and an assistant tool-call message's null content sent as "" — the same
-    prompt, in the form every OpenAI-compatible server accepts."""
-    body = {k: v for k, v in data.items() if k not in ("model", "stream", "stream_options")}
-    messages = []
-    for message in data.get("messages") or []:
-        content = message.get("content")
-        if isinstance(content, list) and all(p.get("type") == "text" for p in content):
-            message = {**message, "content": "".join(str(p.get("text", "")) for p in content)}
-        elif content is None and message.get("role") == "assistant":
-            message = {**message, "content": ""}  # llama.cpp rejects null content beside tool_calls
-        messages.append(message)
-    body["messages"] = messages
-    return body
-
-
 def _message_text(response: Mapping[str, Any]) -> str:
     parts = []
     for choice in response.get("choices") or []:
-        content = (choice.get("message") or {}).get("content")
+        content = (choice.get("message") or {}).get("content", choice.get("text"))
         if isinstance(content, str):
             parts.append(content)
     return "".join(parts)

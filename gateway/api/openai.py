@@ -9,7 +9,11 @@ from gateway.api.deps import GatewayDep
 from gateway.api.errors import error_response
 from gateway.context import RequestContext
 from gateway.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
-from gateway.service import Outcome
+from gateway.service import Gateway, Outcome
+from gateway.wire import Dialect
+from gateway.wire.anthropic import MESSAGES
+from gateway.wire.openai import CHAT, COMPLETIONS, EMBEDDINGS
+from gateway.wire.responses import RESPONSES
 
 __all__ = ["read_body", "router"]
 
@@ -31,11 +35,17 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def render(outcome: Outcome) -> Response:
-    """HTTP response for a pipeline outcome; every response carries ``x-request-id``."""
+def render(outcome: Outcome, dialect: Dialect = CHAT) -> Response:
+    """HTTP response for a pipeline outcome; every response carries ``x-request-id``. Errors
+    are in the endpoint's dialect (OpenAI shape; Anthropic shape on /v1/messages)."""
     headers = {"x-request-id": outcome.ctx.request_id, **outcome.headers}
     if outcome.error is not None:
-        return error_response(outcome.error, headers)
+        if dialect is CHAT:
+            return error_response(outcome.error, headers)
+        error = outcome.error
+        return JSONResponse(
+            dialect.error_body(error), status_code=error.status, headers={**error.headers(), **headers}
+        )
     if outcome.stream is not None:
         return StreamingResponse(
             outcome.stream,
@@ -45,16 +55,48 @@ def render(outcome: Outcome) -> Response:
     return JSONResponse(outcome.response, headers=headers)
 
 
+async def _serve(request: Request, gateway: Gateway, dialect: Dialect) -> Response:
+    """Read the body and run it through the pipeline in ``dialect``; one audit record."""
+    ctx = RequestContext(endpoint=dialect.endpoint)
+    try:
+        raw = await read_body(request, gateway.config.server.max_body_bytes)
+    except GatewayError as exc:
+        return render(await gateway.fail(ctx, exc), dialect)
+    return render(await gateway.handle(ctx, raw, _pipeline_headers(request), dialect), dialect)
+
+
 @router.post("/v1/chat/completions")
 async def chat_completions(request: Request, gateway: GatewayDep) -> Response:
     """Chat completions, non-stream or SSE (OpenAI wire format). The model is taken from
     the body only; a model named in the query string is ignored."""
-    ctx = RequestContext(endpoint="chat.completions")
-    try:
-        raw = await read_body(request, gateway.config.server.max_body_bytes)
-    except GatewayError as exc:
-        return render(await gateway.fail(ctx, exc))
-    return render(await gateway.chat(ctx, raw, _pipeline_headers(request)))
+    return await _serve(request, gateway, CHAT)
+
+
+@router.post("/v1/completions")
+async def completions(request: Request, gateway: GatewayDep) -> Response:
+    """Legacy text completions (``prompt`` a string or an array), non-stream or SSE."""
+    return await _serve(request, gateway, COMPLETIONS)
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request, gateway: GatewayDep) -> Response:
+    """Embeddings (``input`` a string or an array); needs a deployment with the
+    ``embeddings`` capability."""
+    return await _serve(request, gateway, EMBEDDINGS)
+
+
+@router.post("/v1/responses")
+async def responses(request: Request, gateway: GatewayDep) -> Response:
+    """OpenAI Responses API (text in and out, non-stream or its event stream), run as a chat
+    completion. Stateless: ``previous_response_id`` is refused."""
+    return await _serve(request, gateway, RESPONSES)
+
+
+@router.post("/v1/messages")
+async def messages(request: Request, gateway: GatewayDep) -> Response:
+    """Anthropic Messages API (wire format, SSE events and error shape), run as a chat
+    completion. The key may come as ``x-api-key`` (Anthropic SDK) or Bearer."""
+    return await _serve(request, gateway, MESSAGES)
 
 
 def _pipeline_headers(request: Request) -> dict[str, str]:

@@ -155,7 +155,9 @@ def request_texts(body: Mapping[str, Any]) -> list[str]:
     * ``prompt`` and ``suffix`` (completions), ``input`` (embeddings: string or list; responses:
       string or items incl. ``function_call.arguments`` and ``function_call_output.output``),
       ``instructions`` (responses), ``system`` (Anthropic), ``tools`` (names, descriptions,
-      schemas), ``user`` and ``metadata`` — everything a provider would receive.
+      schemas), ``user`` and ``metadata``; ``stop`` / ``stop_sequences``, ``prediction``,
+      ``response_format`` / ``text`` (schemas), ``web_search_options`` (user location) and the
+      ``safety_identifier`` / ``prompt_cache_key`` — everything a provider would receive.
 
     Token-id prompts (lists of integers) are skipped, as are ids, enums and binary payloads
     (base64 images, audio, ``data:`` URLs). Returns the strings in request order.
@@ -174,7 +176,11 @@ def request_texts(body: Mapping[str, Any]) -> list[str]:
                 _message(item, out)
         else:
             _strings(value, out)
-    for key in ("suffix", "instructions", "system", "tools", "functions", "user", "metadata"):
+    for key in (
+        "suffix", "instructions", "system", "tools", "functions", "user", "metadata",
+        "stop", "stop_sequences", "prediction", "response_format", "text", "web_search_options",
+        "safety_identifier", "prompt_cache_key",
+    ):  # fmt: skip
         value = body.get(key)
         if value is not None:
             _strings(value, out)

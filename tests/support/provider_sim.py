@@ -6,6 +6,8 @@ pytest code and async code can use it. It speaks:
 
 * OpenAI ``POST /v1/chat/completions`` (JSON, and SSE when ``"stream": true``),
 * OpenAI ``POST /v1/embeddings`` (deterministic 8-dimensional vectors),
+* OpenAI ``POST /v1/completions`` (legacy text completions: one choice per prompt
+  string, times ``n``; JSON, and SSE ``text_completion`` chunks when streamed),
 * OpenAI ``GET /v1/models``,
 * Anthropic ``POST /v1/messages`` (JSON, and the Anthropic SSE event sequence).
 
@@ -16,6 +18,13 @@ message (plus the Anthropic ``system`` prompt), completion tokens the words of
 the reply. ``max_tokens`` (or OpenAI ``max_completion_tokens``) truncates the
 reply to that many words, and the finish reason becomes ``"length"`` (OpenAI) /
 ``"max_tokens"`` (Anthropic).
+
+Chat completions honour ``n`` (n identical choices, non-stream), ``stop`` (the reply is
+cut before the first stop string), JSON mode (``response_format`` json_object /
+json_schema: the reply becomes ``{"reply": text}``) and ``tools``: unless
+``tool_choice`` is ``"none"``, the answer is one call of the named (or first) tool with
+arguments ``{"text": <last user text, first 40 chars>}`` and finish reason
+``"tool_calls"`` (streamed as tool-call deltas).
 
 Every request is recorded as a :class:`ReceivedRequest` (see
 :attr:`ProviderSimulator.requests`), before any misbehaviour is applied.
@@ -193,6 +202,39 @@ def _prompt_words(messages: Sequence[Any], system: Any = None) -> int:
     return total
 
 
+def _shape_chat_reply(reply: _Reply, payload: dict[str, Any]) -> None:
+    """Apply a chat request's ``stop`` (cut before the first stop string) and JSON mode
+    (``response_format`` json_object/json_schema: the reply as ``{"reply": text}``)."""
+    stop = payload.get("stop")
+    stops = [stop] if isinstance(stop, str) else [s for s in stop or () if isinstance(s, str) and s]
+    for s in stops:
+        if s and s in reply.content:
+            reply.content = reply.content[: reply.content.index(s)]
+            reply.words = reply.content.split()
+    response_format = payload.get("response_format")
+    if isinstance(response_format, dict) and response_format.get("type") in ("json_object", "json_schema"):
+        reply.content = json.dumps({"reply": reply.content})
+        reply.words = reply.content.split()
+
+
+def _tool_call(payload: dict[str, Any], user_text: str, call_id: str) -> dict[str, Any] | None:
+    """A call of the requested tool (``tool_choice`` naming a function) or else the first of
+    ``tools``, with arguments ``{"text": <user text, first 40 chars>}``; None without tools
+    or with ``tool_choice: "none"``."""
+    tools = payload.get("tools")
+    choice = payload.get("tool_choice")
+    if not isinstance(tools, list) or not tools or choice == "none":
+        return None
+    name = None
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+    if not isinstance(name, str):
+        first = tools[0] if isinstance(tools[0], dict) else {}
+        name = (first.get("function") or {}).get("name") or "tool"
+    arguments = json.dumps({"text": user_text[:_SNIPPET_CHARS]})
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
 def _embedding(text: str) -> list[float]:
     digest = hashlib.sha256(text.encode("utf-8")).digest()
     raw = [(digest[i] - 127.5) / 127.5 for i in range(EMBEDDING_DIM)]
@@ -293,6 +335,7 @@ class ProviderSimulator:
         app.router.add_post("/v1/chat/completions", self._wrap(self._chat))
         app.router.add_post("/v1/messages", self._wrap(self._messages))
         app.router.add_post("/v1/embeddings", self._wrap(self._embeddings))
+        app.router.add_post("/v1/completions", self._wrap(self._completions))
         app.router.add_get("/v1/models", self._models)
         runner = web.AppRunner(
             app,
@@ -586,8 +629,11 @@ class ProviderSimulator:
             )
         max_tokens = payload.get("max_completion_tokens", payload.get("max_tokens"))
         reply = self._compute_reply(payload["messages"], max_tokens)
+        _shape_chat_reply(reply, payload)
+        tool_call = _tool_call(payload, _last_user_text(payload["messages"]), self._next_id("call_"))
+        n = payload.get("n") if isinstance(payload.get("n"), int) and payload.get("n", 0) > 0 else 1
         model = payload.get("model", "")
-        finish_reason = "length" if reply.truncated else "stop"
+        finish_reason = "tool_calls" if tool_call else "length" if reply.truncated else "stop"
         completion_id = self._next_id("chatcmpl-")
         created = int(time.time())
         usage = {
@@ -603,11 +649,16 @@ class ProviderSimulator:
                 "model": model,
                 "choices": [
                     {
-                        "index": 0,
-                        "message": {"role": "assistant", "content": reply.content},
+                        "index": index,
+                        "message": (
+                            {"role": "assistant", "content": None, "tool_calls": [tool_call]}
+                            if tool_call
+                            else {"role": "assistant", "content": reply.content}
+                        ),
                         "logprobs": None,
                         "finish_reason": finish_reason,
                     }
+                    for index in range(n)
                 ],
             }
             if not behaviour.omit_usage:
@@ -644,8 +695,14 @@ class ProviderSimulator:
             await self._write(resp, chunk({"role": "assistant", "content": ""}))
             points = self._stream_points(behaviour, len(reply.words))
             await self._checkpoint(request, resp, behaviour, points, 0, _MALFORMED_LINE)
+            if tool_call:
+                function = tool_call["function"]
+                head = {**tool_call, "index": 0, "function": {"name": function["name"], "arguments": ""}}
+                await self._write(resp, chunk({"tool_calls": [head]}))
+                args = {"index": 0, "function": {"arguments": function["arguments"]}}
+                await self._write(resp, chunk({"tool_calls": [args]}))
             last = len(reply.words) - 1
-            for i, word in enumerate(reply.words):
+            for i, word in enumerate(reply.words if not tool_call else ()):
                 await self._write(resp, chunk({"content": word if i == last else word + " "}))
                 await self._checkpoint(request, resp, behaviour, points, i + 1, _MALFORMED_LINE)
             await self._write(resp, chunk({}, finish_reason))
@@ -653,6 +710,93 @@ class ProviderSimulator:
                 usage_chunk = {
                     "id": completion_id,
                     "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
+                await self._write(resp, b"data: " + _dumps(usage_chunk) + b"\n\n")
+            await self._write(resp, b"data: [DONE]\n\n")
+        except (_Abort, ConnectionError):
+            pass
+        return resp
+
+    async def _completions(self, request: web.Request, payload: Any, behaviour: Behaviour) -> web.StreamResponse:
+        """Legacy ``/v1/completions``: one choice per prompt (times ``n``), the reply to the
+        prompt's text; SSE ``text_completion`` chunks when streamed."""
+        prompt = payload.get("prompt") if isinstance(payload, dict) else None
+        if not isinstance(prompt, (str, list)) or (isinstance(prompt, list) and not prompt):
+            return _json_response(
+                {"error": {"message": "'prompt' is required", "type": "invalid_request_error"}},
+                400,
+            )
+        prompts = [prompt] if isinstance(prompt, str) or isinstance(prompt[0], int) else list(prompt)
+        n = payload.get("n") if isinstance(payload.get("n"), int) and payload.get("n", 0) > 0 else 1
+        replies = [
+            self._compute_reply([{"role": "user", "content": p if isinstance(p, str) else json.dumps(p)}],
+                                payload.get("max_tokens"))
+            for p in prompts
+        ]  # fmt: skip
+        completion_id = self._next_id("cmpl-")
+        created = int(time.time())
+        model = payload.get("model", "")
+        prompt_tokens = sum(r.prompt_tokens for r in replies)
+        completion_tokens = sum(r.completion_tokens for r in replies) * n
+        usage = {
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens,
+        }
+        choices = [(i * n + j, reply) for i, reply in enumerate(replies) for j in range(n)]
+        if not payload.get("stream"):
+            body: dict[str, Any] = {
+                "id": completion_id,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": index,
+                        "text": reply.content,
+                        "logprobs": None,
+                        "finish_reason": "length" if reply.truncated else "stop",
+                    }
+                    for index, reply in choices
+                ],
+            }
+            if not behaviour.omit_usage:
+                body["usage"] = usage
+            return _json_response(body)
+        options = payload.get("stream_options")
+        include_usage = isinstance(options, dict) and bool(options.get("include_usage")) and not behaviour.omit_usage
+
+        def chunk(index: int, text: str, finish: str | None = None) -> bytes:
+            obj = {
+                "id": completion_id,
+                "object": "text_completion",
+                "created": created,
+                "model": model,
+                "choices": [{"index": index, "text": text, "logprobs": None, "finish_reason": finish}],
+            }
+            return b"data: " + _dumps(obj) + b"\n\n"
+
+        resp = web.StreamResponse(headers=_SSE_HEADERS)
+        try:
+            await resp.prepare(request)
+            words = replies[0].words
+            points = self._stream_points(behaviour, len(words))
+            await self._checkpoint(request, resp, behaviour, points, 0, _MALFORMED_LINE)
+            for index, reply in choices:
+                last = len(reply.words) - 1
+                for i, word in enumerate(reply.words):
+                    await self._write(resp, chunk(index, word if i == last else word + " "))
+                    if index == 0:
+                        await self._checkpoint(request, resp, behaviour, points, i + 1, _MALFORMED_LINE)
+                await self._write(resp, chunk(index, "", "length" if reply.truncated else "stop"))
+            if include_usage:
+                usage_chunk = {
+                    "id": completion_id,
+                    "object": "text_completion",
                     "created": created,
                     "model": model,
                     "choices": [],
