@@ -33,6 +33,8 @@ app = typer.Typer(help="Sovereign Gateway: policy-aware, OpenAI-compatible LLM g
 audit_app = typer.Typer(help="Read decision records.", no_args_is_help=True)
 keys_app = typer.Typer(help="API keys (stored as hashes only).", no_args_is_help=True)
 config_app = typer.Typer(help="Configuration checks.", no_args_is_help=True)
+policy_app = typer.Typer(help="Versioned policies: test, push, activate, roll back, what-if.", no_args_is_help=True)
+app.add_typer(policy_app, name="policy")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(config_app, name="config")
@@ -636,6 +638,269 @@ def keys_revoke(
 def keys_hash(key: str) -> None:
     """Print the at-rest hash of KEY (``sha256:<hex>``)."""
     typer.echo(hash_key(key))
+
+
+def _policy_change(
+    config: Path,
+    endpoint: str,
+    op: Callable[[Any], Awaitable[dict[str, Any]]],
+    detail_keys: tuple[str, ...] = ("revision", "created", "activated", "action", "from", "to"),
+) -> dict[str, Any]:
+    """Run one policy change on the configured database with a PolicyManager, tell the
+    replicas (Redis pub/sub when configured; else they poll) and record it in the audit chain.
+    Exits 2 naming the reason when refused, 1 when done but not recorded."""
+    from gateway.audit.ledger import Signer
+    from gateway.audit.store import AuditStore
+    from gateway.context import RequestContext
+    from gateway.errors import GatewayError
+    from gateway.policy import load_bundle
+    from gateway.policy.embedded import EmbeddedEngine, PolicyLoadError
+    from gateway.policy.manager import PolicyManager
+    from gateway.policy.store import PolicyStore
+
+    cfg = _load(config)
+    notify_url = cfg.limits_store.url if cfg.limits_store.kind == "redis" else None
+    policy_dir = _policy_dir(cfg, config)
+
+    async def run() -> dict[str, Any]:
+        audit = AuditStore.from_url(_audit_url(cfg), Signer.from_file(Path(cfg.audit.signing_key_file)))
+        store = PolicyStore(audit.engine)
+        try:
+            active = await store.active()
+            bundle = await store.get(active) if active else None
+            engine = EmbeddedEngine(bundle or load_bundle(policy_dir), threads=1)
+            manager = PolicyManager(
+                engine, store, file_bundle=engine.bundle, source=str(policy_dir), redis_url=notify_url
+            )
+            try:
+                result = await op(manager)
+            except GatewayError as exc:
+                err.print(f"[bold red]error[/]: {exc.message}")
+                raise typer.Exit(2) from None
+            except PolicyLoadError as exc:
+                err.print(f"[bold red]error[/]: policy refused: {exc}")
+                raise typer.Exit(2) from None
+            finally:
+                await engine.aclose()
+            detail = {k: result[k] for k in detail_keys if k in result}
+            ctx = RequestContext(endpoint=endpoint, status="ok", http_status=200, admin={"action": endpoint, **detail})
+            try:
+                await audit.record_outcome(ctx)
+            except GatewayError as exc:
+                err.print(f"[bold red]error[/]: the change was made but not recorded in the audit chain: {exc.message}")
+                raise typer.Exit(1) from None
+            return result
+        finally:
+            await audit.aclose()
+
+    return asyncio.run(run())
+
+
+def _policy_dir(cfg: GatewayConfig, config: Path) -> Path:
+    path = Path(cfg.policy.path)
+    return path if path.is_absolute() else config.resolve().parent / path
+
+
+def _read_policy_dir(directory: Path) -> tuple[Any, list[Any]]:
+    """(bundle, table tests) of a policy directory. Exits 2 naming the problem."""
+    from gateway.policy import load_bundle
+    from gateway.policy.testing import load_tests
+
+    try:
+        return load_bundle(directory), load_tests(directory)
+    except (OSError, ValueError) as exc:
+        err.print(f"[bold red]error[/]: {directory}: {exc}")
+        raise typer.Exit(2) from None
+
+
+@policy_app.command("test")
+def policy_test(directory: Annotated[Path, typer.Argument(help="policy directory")] = Path("policies")) -> None:
+    """Check a policy directory (compiles; every builtin exists in the embedded engine) and run
+    its table tests (``*_test.yaml``). Exit 1 if any test fails, 2 if the policy is refused."""
+    from gateway.policy.embedded import PolicyLoadError, check_bundle
+    from gateway.policy.testing import run_tests
+
+    bundle, tests = _read_policy_dir(directory)
+    try:
+        check_bundle(bundle)
+    except PolicyLoadError as exc:
+        err.print(f"[bold red]refused[/]: {exc}")
+        raise typer.Exit(2) from None
+    results = run_tests(bundle, tests)
+    for result in results:
+        if not result.passed:
+            typer.echo(f"FAIL {result.case.file}: {result.case.name}")
+            for problem in result.problems:
+                typer.echo(f"     {problem}")
+    passed = sum(r.passed for r in results)
+    typer.echo(f"{bundle.revision}: {passed} of {len(results)} policy tests passed")
+    if passed != len(results):
+        raise typer.Exit(1)
+
+
+@policy_app.command("push")
+def policy_push(
+    directory: Annotated[Path, typer.Argument(help="policy directory (Rego modules, data.json, *_test.yaml)")],
+    activate: Annotated[bool, typer.Option("--activate", help="activate it too")] = False,
+    description: Annotated[str, typer.Option(help="what changed")] = "",
+    config: ConfigOpt = Path("gateway.yaml"),
+) -> None:
+    """Validate (compile, builtins, table tests) and store a policy version; --activate makes it
+    active on every worker and replica. A refused version changes nothing (exit 2)."""
+    bundle, tests = _read_policy_dir(directory)
+    result = _policy_change(
+        config,
+        "cli.policy.push",
+        lambda m: m.push(bundle, by=_cli_user(), source="cli", description=description, tests=tests, activate=activate),
+    )
+    typer.echo(json.dumps(result, indent=2))
+
+
+@policy_app.command("list")
+def policy_list(config: ConfigOpt = Path("gateway.yaml")) -> None:
+    """Stored versions (active marked) and the activation history, as JSON."""
+    from gateway.audit.store import AuditStore
+    from gateway.policy.store import PolicyStore
+
+    cfg = _load(config)
+
+    async def run() -> dict[str, Any]:
+        audit = AuditStore.from_url(_audit_url(cfg))
+        try:
+            store = PolicyStore(audit.engine)
+            return {
+                "active": await store.active(),
+                "versions": await store.versions(),
+                "activations": await store.activations(),
+            }
+        finally:
+            await audit.aclose()
+
+    typer.echo(json.dumps(asyncio.run(run()), indent=2))
+
+
+@policy_app.command("activate")
+def policy_activate(revision: str, config: ConfigOpt = Path("gateway.yaml")) -> None:
+    """Activate a stored revision (``sha256:...``) on every worker and replica."""
+    result = _policy_change(config, "cli.policy.activate", lambda m: m.activate(revision, by=_cli_user()))
+    typer.echo(json.dumps(result))
+
+
+@policy_app.command("rollback")
+def policy_rollback(
+    to: Annotated[str | None, typer.Option(help="revision to return to (default: the one replaced last)")] = None,
+    config: ConfigOpt = Path("gateway.yaml"),
+) -> None:
+    """Roll back to the revision the latest activation replaced (or --to)."""
+    result = _policy_change(config, "cli.policy.rollback", lambda m: m.rollback(by=_cli_user(), to=to))
+    typer.echo(json.dumps(result))
+
+
+@policy_app.command("killswitch")
+def policy_killswitch(
+    state: Annotated[str, typer.Argument(help="on (block all external egress) or off")],
+    reason: Annotated[str, typer.Option(help="incident reference")] = "",
+    config: ConfigOpt = Path("gateway.yaml"),
+) -> None:
+    """Activate a revision of the active policy with the incident kill switch on or off."""
+    if state not in ("on", "off"):
+        err.print("[bold red]error[/]: STATE must be on or off")
+        raise typer.Exit(2)
+    result = _policy_change(
+        config, "cli.policy.killswitch", lambda m: m.set_killswitch(state == "on", by=_cli_user(), reason=reason)
+    )
+    typer.echo(json.dumps(result))
+
+
+@policy_app.command("whatif")
+def policy_whatif(
+    candidate: Annotated[Path, typer.Option(help="candidate policy directory")],
+    since: Annotated[str, typer.Option(help="duration back from now (24h, 30m, 7d) or ISO 8601")] = "24h",
+    until: Annotated[str | None, typer.Option(help="end (ISO 8601 or duration back from now)")] = None,
+    tenant: Annotated[str | None, typer.Option(help="only this tenant's records")] = None,
+    examples: Annotated[int, typer.Option(min=0, max=100, help="example changed decisions to show")] = 5,
+    config: ConfigOpt = Path("gateway.yaml"),
+) -> None:
+    """Replay recorded decision inputs through a candidate policy; print which decisions would
+    change, by tenant, data level and destination, with examples (JSON). Nothing is stored."""
+    from gateway.api.policies import parse_since
+    from gateway.audit.store import AuditStore
+    from gateway.errors import GatewayError
+    from gateway.policy.embedded import PolicyLoadError
+    from gateway.policy.replay import whatif
+
+    cfg = _load(config)
+    bundle, _ = _read_policy_dir(candidate)
+    try:
+        start = parse_since(since)
+        end = parse_since(until, param="until") if until else None
+    except GatewayError as exc:
+        err.print(f"[bold red]error[/]: --{exc.param}: {exc.message}")
+        raise typer.Exit(2) from None
+
+    async def run() -> dict[str, Any]:
+        audit = AuditStore.from_url(_audit_url(cfg))
+        try:
+            return await whatif(audit, bundle, since=start, until=end, tenant=tenant, examples=examples)
+        finally:
+            await audit.aclose()
+
+    try:
+        report = asyncio.run(run())
+    except PolicyLoadError as exc:
+        err.print(f"[bold red]error[/]: candidate refused: {exc}")
+        raise typer.Exit(2) from None
+    typer.echo(json.dumps(report, indent=2))
+
+
+@audit_app.command("explain")
+def audit_explain(
+    request_id: str,
+    as_json: Annotated[bool, typer.Option("--json", help="print the full JSON")] = False,
+    config: ConfigOpt = Path("gateway.yaml"),
+) -> None:
+    """Re-evaluate a recorded decision under its recorded policy revision and input and show
+    it with its reasons. Exit 1 if the replay differs from the record, 2 if not replayable."""
+    from gateway.audit.store import AuditStore
+    from gateway.errors import GatewayError
+    from gateway.policy.replay import explain
+    from gateway.policy.store import PolicyStore
+
+    cfg = _load(config)
+
+    async def run() -> dict[str, Any]:
+        audit = AuditStore.from_url(_audit_url(cfg))
+        try:
+            return await explain(audit, PolicyStore(audit.engine), request_id)
+        finally:
+            await audit.aclose()
+
+    try:
+        result = asyncio.run(run())
+    except GatewayError as exc:
+        err.print(f"[bold red]error[/]: {exc.message}")
+        raise typer.Exit(2) from None
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        replayed = result["replayed"]
+        typer.echo(f"request {request_id}: tenant {result['tenant']}, {result['data_level']} data")
+        typer.echo(f"policy {result['engine']} revision {result['revision']}")
+        typer.echo(f"decision: {'allow' if replayed['allow'] else 'deny'} — {'; '.join(replayed['reasons'])}")
+        for dep in result["deployments"]:
+            if dep["eligible"]:
+                typer.echo(f"  {dep['id']}: eligible")
+                continue
+            typer.echo(f"  {dep['id']}: excluded")
+            for rule in dep["rules"]:
+                typer.echo(f"    - [{rule['name']}] {rule['title']}")
+            for reason in dep["reasons"]:
+                typer.echo(f"      {reason}")
+        typer.echo(
+            "reproduced: yes" if result["reproduced"] else f"reproduced: NO (differs in {result['differences']})"
+        )
+    if not result["reproduced"]:
+        raise typer.Exit(1)
 
 
 @config_app.command("check")

@@ -226,9 +226,31 @@ async def _records(url: str, **filters: Any) -> list[dict[str, Any]]:
 async def _count(url: str) -> int:
     store = AuditStore.from_url(url)
     try:
-        return await store.count()
+        return await store.count(include_system=False)
     finally:
         await store.aclose()
+
+
+async def _explain_all(url: str) -> list[dict[str, Any]]:
+    """Explain every replayable record of the database; returns those not reproduced."""
+    from gateway.policy.replay import explain
+    from gateway.policy.store import PolicyStore
+
+    store = AuditStore.from_url(url)
+    failures = []
+    compiled: dict[str, Any] = {}
+    try:
+        policies = PolicyStore(store.engine)
+        async for record in store.iter_records():
+            if isinstance(record.get("policy_input"), dict) and record.get("decision") in ("allow", "deny"):
+                result = await explain(store, policies, record["request_id"], compiled=compiled)
+                if not result["reproduced"]:
+                    failures.append(
+                        {k: result[k] for k in ("request_id", "differences", "recorded", "replayed")}
+                    )
+    finally:
+        await store.aclose()
+    return failures
 
 
 @pytest.fixture(scope="module")
@@ -236,13 +258,20 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
     """Factory: start a gateway for a config dict, by default on a fresh migrated SQLite audit
     database (``audit_url`` for another, ``migrate=False`` for a store without its table).
 
-    At module end, checks the invariant: requests sent == audit records written (unless the
-    test deliberately broke the audit store: ``check_invariant=False``).
+    At module end, checks the invariants: requests sent == audit records written (unless the
+    test deliberately broke the audit store: ``check_invariant=False``), and every recorded
+    decision is reproduced by explain from its recorded revision and input (unless the test
+    made the engine answer wrongly on purpose: ``check_explain=False``).
     """
-    started: list[tuple[GatewayUnderTest, bool]] = []
+    started: list[tuple[GatewayUnderTest, bool, bool]] = []
 
     def start(
-        document: dict[str, Any], *, audit_url: str | None = None, migrate: bool = True, check_invariant: bool = True
+        document: dict[str, Any],
+        *,
+        audit_url: str | None = None,
+        migrate: bool = True,
+        check_invariant: bool = True,
+        check_explain: bool = True,
     ) -> GatewayUnderTest:
         if audit_url is None:
             db = tmp_path_factory.mktemp("audit") / "audit.db"
@@ -257,16 +286,19 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable
         config = parse_config(document, source="test-gateway.yaml")
         app = create_app(config, Settings(audit_url=audit_url))
         gut = GatewayUnderTest(ThreadedServer(app).start(), audit_url, config.audit.signing_key_file)
-        started.append((gut, check_invariant))
+        started.append((gut, check_invariant, check_explain))
         return gut
 
     yield start
-    for gut, check in started:
+    for gut, check, explain in started:
         gut.client.close()
         gut.server.stop()
         if check:
             written = asyncio.run(_count(gut.audit_url))
             assert written == gut.sent, f"requests sent ({gut.sent}) != audit records written ({written})"
+        if check and explain:
+            not_reproduced = asyncio.run(_explain_all(gut.audit_url))
+            assert not not_reproduced, f"explain did not reproduce these recorded decisions: {not_reproduced[:3]}"
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from gateway.policy import PolicyBundle
 from gateway.policy.embedded import PolicyLoadError
 from gateway.policy.manager import PolicyManager
 from gateway.policy.replay import explain, whatif
-from gateway.policy.testing import PolicyCase, tests_from_documents
+from gateway.policy.testing import PolicyCase, cases_from_documents
 from gateway.service import Gateway
 
 __all__ = ["parse_since", "router"]
@@ -82,7 +82,7 @@ def _tests(body: dict[str, Any]) -> list[PolicyCase]:
             "test_input (the base policy input of the tests) is required with tests", param="test_input"
         )
     try:
-        return tests_from_documents(tests, base)
+        return cases_from_documents(tests, base)
     except ValueError as exc:
         raise InvalidRequest(str(exc), param="tests") from None
 

@@ -33,7 +33,7 @@ import yaml
 from gateway.policy import PolicyBundle, decision_view
 from gateway.policy.embedded import Evaluator
 
-__all__ = ["CaseResult", "PolicyCase", "load_tests", "run_tests", "tests_from_documents"]
+__all__ = ["CaseResult", "PolicyCase", "load_tests", "run_tests", "cases_from_documents"]
 
 BASE_INPUT = Path("testdata") / "input.json"
 
@@ -79,7 +79,7 @@ def _merge(base: Any, patch: Any) -> Any:
     return copy.deepcopy(patch)
 
 
-def tests_from_documents(documents: dict[str, str], base_input: dict[str, Any]) -> list[PolicyCase]:
+def cases_from_documents(documents: dict[str, str], base_input: dict[str, Any]) -> list[PolicyCase]:
     """Cases from YAML texts (file name → text). Raises ValueError naming the file and case."""
     cases: list[PolicyCase] = []
     for file, text in sorted(documents.items()):
@@ -114,7 +114,7 @@ def load_tests(directory: Path) -> list[PolicyCase]:
     if not files:
         return []
     base = json.loads((directory / BASE_INPUT).read_text(encoding="utf-8"))
-    return tests_from_documents({str(f.relative_to(directory)): f.read_text(encoding="utf-8") for f in files}, base)
+    return cases_from_documents({str(f.relative_to(directory)): f.read_text(encoding="utf-8") for f in files}, base)
 
 
 def _check(view: dict[str, Any], expect: dict[str, Any]) -> list[str]:
