@@ -30,7 +30,7 @@ from gateway.context import Classification, DataLevel, Principal, RequestContext
 from gateway.policy import load_bundle
 from gateway.policy.embedded import Evaluator
 from gateway.policy.replay import rule_catalog
-from gateway.policy.testing import load_tests, run_tests, cases_from_documents
+from gateway.policy.testing import cases_from_documents, load_tests, run_tests
 from tests.conftest import APP_KEY, AUDITOR_KEY, OTHER_TENANT_KEY, ROOT, GatewayUnderTest, make_config
 from tests.support.provider_sim import ProviderSimulator
 

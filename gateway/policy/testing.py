@@ -33,7 +33,7 @@ import yaml
 from gateway.policy import PolicyBundle, decision_view
 from gateway.policy.embedded import Evaluator
 
-__all__ = ["CaseResult", "PolicyCase", "load_tests", "run_tests", "cases_from_documents"]
+__all__ = ["CaseResult", "PolicyCase", "cases_from_documents", "load_tests", "run_tests"]
 
 BASE_INPUT = Path("testdata") / "input.json"
 

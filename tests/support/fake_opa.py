@@ -288,7 +288,9 @@ class FakeOpa:
         with self._lock:
             if not parts:
                 if not isinstance(value, dict):
-                    return web.json_response({"code": "invalid_parameter", "message": "root must be an object"}, status=400)
+                    return web.json_response(
+                        {"code": "invalid_parameter", "message": "root must be an object"}, status=400
+                    )
                 self._document = value
             else:
                 node = self._document
