@@ -156,8 +156,19 @@ class OpenAICompatAdapter:
 
     async def embed(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         """Embeddings (``POST {api_base}/embeddings``). Returns the upstream's ``list`` dict of
-        embeddings. Raises like :meth:`complete` (UpstreamProtocolError without ``data``)."""
-        return await self._post(target, body, "embeddings", "data")
+        embeddings. Raises like :meth:`complete`; UpstreamProtocolError without ``data`` or
+        when an item's ``embedding`` is neither a flat list of numbers nor a base64 string
+        (llama.cpp's server, for a model without pooling, answers one vector per token)."""
+        data = await self._post(target, body, "embeddings", "data")
+        for item in data["data"]:
+            vector = item.get("embedding") if isinstance(item, dict) else None
+            if isinstance(vector, str):
+                continue
+            if not isinstance(vector, list) or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in vector
+            ):
+                raise UpstreamProtocolError("upstream embedding is not a flat list of numbers")
+        return data
 
     async def _post(self, target: Target, body: dict[str, Any], path: str, required: str) -> dict[str, Any]:
         """POST a JSON request; the answer must be a JSON object with a non-empty list ``required``."""

@@ -697,3 +697,50 @@ def test_unknown_params_rejected_per_config(
     assert sim_a.requests == []
     r = gw2.post(CHAT, json=chat(seed=1))
     assert r.status_code == 200
+
+
+# ---------------------------------------------------------------- redaction obligation, every endpoint
+
+
+def test_redaction_obligation_holds_on_every_endpoint_and_every_field(
+    start_gateway: Callable[..., GatewayUnderTest],
+    sim_local: ProviderSimulator,
+    sim_a: ProviderSimulator,
+    sim_b: ProviderSimulator,
+) -> None:
+    config = sim_config(local=sim_local, ext_eu=sim_a, ext_us=sim_b)
+    tenant = config["tenants"]["acme-eu"]
+    tenant["allowed"]["confidential"] = {"jurisdictions": ["EU"]}  # EU externals may take it, redacted
+    tenant["redact_external"] = ["pii.email"]
+    gw2 = start_gateway(config)
+    mail = f"Write to {EMAIL} please"
+    cases = {
+        CHAT: {"messages": [{"role": "user", "content": mail}], "stop": [f"bye {EMAIL}"], "user": EMAIL},
+        COMPLETIONS: {"prompt": mail, "suffix": f"cc {EMAIL}"},
+        EMBEDDINGS: {"input": [mail]},
+        RESPONSES: {"input": mail, "instructions": f"Sign as {EMAIL}"},
+        MESSAGES: {"max_tokens": 20, "system": f"Sign as {EMAIL}", "messages": [{"role": "user", "content": mail}]},
+    }
+    for path, body in cases.items():
+        r = gw2.post(path, json={"model": "ext-cheap", **body})
+        assert r.status_code == 200, (path, r.text)
+        assert leaked(sim_a, EMAIL) == [], path
+        assert "[EMAIL_1]" in sim_a.requests[-1].body.decode(), path
+        assert gw2.record(r.headers["x-request-id"])["redacted"] == {
+            "pii.email": sim_a.requests[-1].body.decode().count("[EMAIL_")
+        }
+        if path != EMBEDDINGS:
+            assert EMAIL in r.text, f"{path}: the placeholder is restored for the client"
+
+
+def test_chat_store_is_never_forwarded(gw: GatewayUnderTest, sim_a: ProviderSimulator) -> None:
+    r = gw.post(CHAT, json=chat(store=True, metadata={"k": "v"}))
+    assert r.status_code == 200 and r.headers["x-gateway-dropped-params"] == "store"
+    assert "store" not in sim_a.requests[-1].json
+
+
+def test_malformed_upstream_embeddings_are_502(gw: GatewayUnderTest, sim_a: ProviderSimulator) -> None:
+    # llama.cpp's server answers one vector per token for a model without pooling
+    sim_a.behave(body={"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [[0.1, 0.2]]}]})
+    r = gw.post(EMBEDDINGS, json={"model": "ext-cheap", "input": "x"})
+    assert r.status_code == 502 and "flat list of numbers" in r.json()["error"]["message"]

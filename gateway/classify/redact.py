@@ -98,8 +98,10 @@ def _redact_value(value: Any, redaction: Redaction, detector: SpanDetector, labe
 def redact_body(
     body: Mapping[str, Any], detector: SpanDetector, labels: Sequence[str]
 ) -> tuple[dict[str, Any], Redaction]:
-    """A copy of a chat request with the wanted labels redacted in every message's text:
-    string content, text parts, tool-call arguments and names; ``prompt``/``input`` too."""
+    """A copy of a request with the wanted labels redacted in every message's text (string
+    content, text parts, tool-call arguments and names) and in every other top-level field
+    that reaches the provider: ``prompt``/``input``, ``suffix``, ``stop``, ``tools``,
+    ``user``, ``metadata``… (only detected spans change; ids and numbers stay as they are)."""
     redaction = Redaction()
     out = dict(body)
     messages = []
@@ -111,9 +113,9 @@ def redact_body(
         messages.append(message)
     if "messages" in body:
         out["messages"] = messages
-    for key in ("prompt", "input"):
-        if key in body:
-            out[key] = _redact_value(body[key], redaction, detector, labels)
+    for key, value in body.items():
+        if key not in ("messages", "model"):
+            out[key] = _redact_value(value, redaction, detector, labels)
     return out, redaction
 
 

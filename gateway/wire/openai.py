@@ -118,6 +118,10 @@ class ChatDialect:
         """Validate a chat request (gateway.schemas) and keep its known fields."""
         request = parse_chat_request(data)
         kept, dropped = known_fields(data, CHAT_PARAMS, unknown)
+        if kept.pop("store", None) is not None:
+            # store: true asks the provider to retain the completion; the registry's
+            # retains_data (which the policy decided on) is the provider's default, so never sent
+            dropped = (*dropped, "store")
         _check_common(kept)
         include_usage = _include_usage(kept.get("stream_options"))
         if kept.get("stream_options") is not None and not request.stream:
