@@ -94,7 +94,7 @@ def embedded() -> Iterator[EmbeddedEngine]:
 
 @pytest.fixture
 async def opa_engine(opa_target: OpaTarget) -> AsyncIterator[OpaEngine]:
-    engine = OpaEngine(BUNDLE, url=opa_target.url, timeout_ms=10_000.0)
+    engine = OpaEngine(BUNDLE, url=opa_target.url, timeout_ms=10_000.0, push=False)  # the fixture pushed it
     yield engine
     await engine.aclose()
 
@@ -194,7 +194,7 @@ def test_data_api_answers_an_evaluation_error_with_500_and_opas_error_shape(opa_
 
 @pytest.fixture(scope="module")
 def fake_opa() -> Iterator[FakeOpa]:
-    with FakeOpa(BUNDLE.modules, data=BUNDLE.data) as opa:
+    with FakeOpa() as opa:  # empty: the engines push the bundle (sovereign-gateway/<file>) at first use
         yield opa
 
 
@@ -255,7 +255,7 @@ async def test_opa_allow_false_is_a_deny_with_the_policys_reasons(fake_opa: Fake
 async def test_opa_policy_without_the_decision_rule_is_undefined_and_denies() -> None:
     other = PolicyBundle({"x.rego": "package gateway.routing\n\nsomething_else := 1\n"})
     with FakeOpa(other.modules) as opa:
-        engine = OpaEngine(other, url=opa.url, timeout_ms=2000.0)
+        engine = OpaEngine(other, url=opa.url, timeout_ms=2000.0, push=False)
         try:
             decision = await engine.decide(make_input())
         finally:
@@ -269,7 +269,7 @@ async def test_opa_evaluation_error_raises_policy_unavailable_503() -> None:
     conflict = PolicyBundle({"x.rego": "package gateway.routing\n\ndecision := {\"allow\": x}\n\nx := true if true\n"
                                        "\nx := false if true\n"})  # fmt: skip
     with FakeOpa(conflict.modules) as opa:
-        engine = OpaEngine(conflict, url=opa.url, timeout_ms=2000.0)
+        engine = OpaEngine(conflict, url=opa.url, timeout_ms=2000.0, push=False)
         try:
             with pytest.raises(PolicyUnavailable, match=r"OPA answered HTTP 500") as info:
                 await engine.decide(make_input())
@@ -316,13 +316,15 @@ async def test_slow_opa_times_out_within_the_deadline_and_raises_policy_unavaila
     assert info.value.status == 503
 
 
-async def test_unreachable_opa_raises_policy_unavailable() -> None:
-    engine = OpaEngine(BUNDLE, url=f"http://127.0.0.1:{free_port()}", timeout_ms=2000.0)
+@pytest.mark.parametrize("push", [False, True])
+async def test_unreachable_opa_raises_policy_unavailable(push: bool) -> None:
+    engine = OpaEngine(BUNDLE, url=f"http://127.0.0.1:{free_port()}", timeout_ms=2000.0, push=push)
     try:
-        with pytest.raises(PolicyUnavailable, match=r"is unreachable \(denied\)"):
+        with pytest.raises(PolicyUnavailable, match=r"unreachable") as info:
             await engine.decide(make_input())
     finally:
         await engine.aclose()
+    assert "(denied)" in info.value.message
 
 
 async def test_opa_engine_recovers_after_a_failure(fake_opa: FakeOpa, fake_engine: OpaEngine) -> None:
@@ -459,3 +461,46 @@ def test_gateway_with_opa_engine_fails_closed_and_sends_nothing_upstream(
     assert sim_a.requests == [] and sim_b.requests == []
     rec = opa_gateway.record(r.headers["x-request-id"])
     assert rec["status"] == "denied" and rec["chosen_deployment"] is None and rec["http_status"] == status
+
+
+ADMIN_KEY = "sk-test-opa-admin"
+
+
+def test_opa_mode_activation_pushes_the_version_and_a_refused_one_changes_nothing(
+    start_gateway: Callable[..., GatewayUnderTest], sim_a: ProviderSimulator, sim_b: ProviderSimulator
+) -> None:
+    """policy.yaml policy-load-fails-closed in OPA mode: the gateway pushes each activated
+    version to OPA; a version OPA refuses to compile is not activated, OPA gets the previous
+    modules back and decisions keep being made (and recorded) under the active revision."""
+    from gateway.auth import hash_key
+    from gateway.policy.opa import PUSH_PREFIX
+
+    with FakeOpa() as opa:
+        doc = make_config(sim_a_url=sim_a.base_url, sim_b_url=sim_b.base_url, llama_url=sim_a.base_url)
+        doc["keys"].append({"id": "k_opa_admin", "hash": hash_key(ADMIN_KEY), "tenant": "acme-eu", "roles": ["admin"]})
+        doc["policy"].update({"engine": "opa", "url": opa.url, "cache_size": 0})
+        gw = start_gateway(doc)
+        assert gw.post(CHAT, json=REQ).status_code == 200
+        assert {PUSH_PREFIX + name for name in BUNDLE.modules} == set(opa.modules)
+
+        # A version that passes the embedded check but that OPA refuses.
+        marked = {**BUNDLE.modules, "extra.rego": "package gateway.routing\n\n# opa-refuses-this\nextra_rule := 1\n"}
+        opa.refuse_modules("opa-refuses-this")
+        r = gw.post(
+            "/v1/admin/policies", key=ADMIN_KEY, json={"modules": marked, "data": BUNDLE.data, "activate": True}
+        )
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["code"] == "policy_invalid" and "OPA refused" in r.json()["error"]["message"]
+        assert set(opa.modules) == {PUSH_PREFIX + name for name in BUNDLE.modules}
+        ok = gw.post(CHAT, json=REQ)
+        assert ok.status_code == 200 and gw.record(ok.headers["x-request-id"])["policy_revision"] == BUNDLE.revision
+
+        # Kill switch through the admin API: OPA gets the new data; decisions follow at once.
+        opa.refuse_modules(None)
+        switched = gw.post("/v1/admin/policies/killswitch", key=ADMIN_KEY, json={"blocked": True})
+        assert switched.status_code == 200, switched.text
+        denied = gw.post(CHAT, json=REQ)
+        assert denied.status_code == 403
+        rec = gw.record(denied.headers["x-request-id"])
+        assert rec["policy_engine"] == "opa" and rec["policy_revision"] == switched.json()["to"]
+        assert rec["excluded_rules"]["ext-cheap"] == ["external_egress_blocked"]

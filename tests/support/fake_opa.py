@@ -94,6 +94,7 @@ class FakeOpa:
                 raise ValueError(error)
             self._modules = dict(modules)
         self._behaviour: OpaBehaviour | None = None
+        self._refuse: str | None = None
         self._queries: list[tuple[str, Any]] = []
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fake-opa-rego")
@@ -132,6 +133,7 @@ class FakeOpa:
         app.router.add_put("/v1/policies/{id:.+}", self._put_policy)
         app.router.add_delete("/v1/policies/{id:.+}", self._delete_policy)
         app.router.add_get("/v1/policies", self._list_policies)
+        app.router.add_get("/v1/policies/", self._list_policies)  # opa-python-client asks with the slash
         app.router.add_post("/v1/data/{path:.*}", self._data)
         app.router.add_put("/v1/data/{path:.*}", self._put_data)
         app.router.add_get("/health", self._health)
@@ -189,6 +191,18 @@ class FakeOpa:
         """Replace the current misbehaviour (see the module docstring)."""
         with self._lock:
             self._behaviour = OpaBehaviour(status=status, body=body, delay_s=delay_s, times=times)
+
+    def refuse_modules(self, fragment: str | None) -> None:
+        """Answer ``PUT /v1/policies`` with OPA's 400 compile error for any module whose source
+        contains ``fragment`` (a builtin regopy lacks but OPA would reject, say); None stops."""
+        with self._lock:
+            self._refuse = fragment
+
+    @property
+    def modules(self) -> dict[str, str]:
+        """The modules held (id → source)."""
+        with self._lock:
+            return dict(self._modules)
 
     def reset(self) -> None:
         """Forget recorded queries and misbehaviour (modules stay)."""
@@ -252,7 +266,11 @@ class FakeOpa:
         source = await request.text()
         with self._lock:
             candidate = {**self._modules, policy_id: source}
-        error = await asyncio.get_running_loop().run_in_executor(self._pool, self._compile_error, candidate)
+            refuse = self._refuse
+        if refuse is not None and refuse in source:
+            error: str | None = f"{policy_id}: refused by the test (contains {refuse!r})"
+        else:
+            error = await asyncio.get_running_loop().run_in_executor(self._pool, self._compile_error, candidate)
         if error:
             return web.json_response(
                 {
