@@ -73,7 +73,9 @@ class DeploymentConfig(_Strict):
 
     ``timeout_s``: per-try timeout (for streams, the idle timeout between chunks), seconds;
     ``retries``: extra tries on this deployment after a retryable failure (backoff with jitter)
-    before falling over to the next eligible one.
+    before falling over to the next eligible one. ``tokenizer``: the model's own tokenizer for
+    counting tokens when the upstream reports no usage (llama.cpp streams): ``smollm2`` or a
+    ``.gguf`` path (gateway/tokens.py); unset: the 4-characters-per-token estimate.
     """
 
     id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
@@ -93,6 +95,7 @@ class DeploymentConfig(_Strict):
     weight: float = Field(default=1.0, ge=0)
     timeout_s: float = Field(default=60.0, gt=0)
     retries: int = Field(default=0, ge=0, le=10)
+    tokenizer: str | None = Field(default=None, pattern=r"^(smollm2|.+\.gguf)$")
 
     def credentials_present(self) -> bool:
         """False when ``api_key_env`` names an environment variable that is not set."""

@@ -42,6 +42,7 @@ from gateway.policy import PolicyEngine, load_bundle
 from gateway.policy.embedded import EmbeddedEngine, PolicyLoadError
 from gateway.policy.opa import OpaEngine
 from gateway.service import Gateway
+from gateway.tokens import TokenCounter, build_token_counter
 
 __all__ = ["build_gateway", "create_app"]
 
@@ -78,6 +79,14 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
             raise ConfigError(config.source, "audit.capture_public_key_file", str(exc)) from exc
     kinds = sorted({d.adapter for d in config.deployments})
     adapters = {kind: create_adapter(kind) for kind in kinds}
+    token_counters: dict[str, TokenCounter] = {}  # local token counts when usage is missing
+    config_dir = Path(config.source).resolve().parent if config.source not in ("<memory>", "") else None
+    for i, dep in enumerate(config.deployments):
+        if dep.tokenizer:
+            try:
+                token_counters[dep.id] = build_token_counter(dep.tokenizer, base=config_dir)
+            except (OSError, ValueError) as exc:
+                raise ConfigError(config.source, f"deployments.{i}.tokenizer", str(exc)) from exc
     breaker_cfg, health_cfg = config.server.breaker, config.server.health
     breaker: CircuitBreaker
     if config.limits_store.kind == "redis" and config.limits_store.url:  # shared with the limits store's Redis
@@ -131,6 +140,7 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         health=health,
         key_admin=KeyAdmin(config, key_store, redis_url=notify_url, on_change=keyring.refresh),
         watchers=[key_watcher],
+        token_counters=token_counters,
     )
     breaker.start()  # background tasks start once every stage is built
     health.start()

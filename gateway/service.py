@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import random
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -47,6 +48,7 @@ from gateway.notify import ChangeWatcher
 from gateway.policy import PolicyEngine, build_input
 from gateway.routing import estimated_cost_usd, plan
 from gateway.schemas import parse_body
+from gateway.tokens import TokenCounter
 from gateway.wire import Dialect
 from gateway.wire.openai import CHAT
 
@@ -56,6 +58,8 @@ DEFAULT_MAX_OUTPUT_TOKENS = 256
 """Output tokens assumed for cost and context-window estimates when a request sets no cap."""
 
 CLASSIFICATION_HEADER = "x-data-classification"
+
+log = logging.getLogger("gateway")
 
 
 def estimate_tokens(text_chars: int, messages: int = 0) -> int:
@@ -93,6 +97,7 @@ class Gateway:
         health: HealthMonitor | None = None,
         key_admin: KeyAdmin | None = None,
         watchers: Sequence[ChangeWatcher] = (),
+        token_counters: Mapping[str, TokenCounter] | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
@@ -107,6 +112,7 @@ class Gateway:
         self.health = health or HealthMonitor((), {}, enabled=False)
         self.key_admin = key_admin  # run-time API keys (None: only gateway.yaml's)
         self.watchers = tuple(watchers)  # change watchers (gateway/notify.py), closed first
+        self.token_counters = dict(token_counters or {})  # deployment id → its tokenizer (gateway/tokens.py)
         self._rng = rng or random.Random()
 
     def deployment_healthy(self, dep: DeploymentConfig) -> bool:
@@ -246,7 +252,7 @@ class Gateway:
             _choose(ctx, start.deployment)
             restorer = self._restorer(ctx, tenant.restore_redacted, redactions.get(start.deployment.id))
             events = self._relay(
-                ctx, start, include_usage=request.include_usage, est_input=est_input, restorer=restorer
+                ctx, start, include_usage=request.include_usage, est_input=est_input, restorer=restorer, body=body
             )
             return Outcome(
                 ctx,
@@ -261,14 +267,14 @@ class Gateway:
             _restore_response(response, restorer)
         if request.operation == "embed":
             ctx.response_digest = self.digester.text(ctx.principal.tenant, json.dumps(response.get("data")))
-            self._settle(ctx, dep, response.get("usage"), est_input=est_input, completion_text="")
+            self._settle(ctx, dep, response.get("usage"), est_input=est_input, completion_text="", body=body)
             if ctx.tokens_estimated:  # embeddings produce no output tokens
                 ctx.completion_tokens = 0
                 ctx.cost_usd = estimated_cost_usd(dep, input_tokens=ctx.prompt_tokens or 0, output_tokens=0)
         else:
             completion = _message_text(response)
             ctx.response_digest = self.digester.text(ctx.principal.tenant, completion)
-            self._settle(ctx, dep, response.get("usage"), est_input=est_input, completion_text=completion)
+            self._settle(ctx, dep, response.get("usage"), est_input=est_input, completion_text=completion, body=body)
         response = dialect.response(response, request, (ctx.prompt_tokens or 0, ctx.completion_tokens or 0))
         await self.limiter.settle(ctx)
         return Outcome(ctx, response=response, headers={"x-gateway-deployment": dep.id, **headers_out})
@@ -318,9 +324,12 @@ class Gateway:
         *,
         est_input: int,
         completion_text: str,
+        body: Mapping[str, Any] | None = None,
     ) -> None:
         """Tokens and cost (USD) for the record: upstream usage when it is plausible (two
-        non-negative int32 counts), else a local estimate marked ``tokens_estimated``."""
+        non-negative int32 counts), else a local count marked ``tokens_estimated``: with the
+        deployment's own tokenizer the same numbers the model reports without streaming (the
+        prompt ``body`` as its chat template renders it), otherwise the character estimate."""
         prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
         completion = usage.get("completion_tokens", 0) if isinstance(usage, dict) else None
         if _is_count(prompt) and _is_count(completion):
@@ -329,6 +338,14 @@ class Gateway:
             prompt_tokens = est_input
             # the same estimator for streams and non-streams, so both record the same counts
             completion_tokens = estimate_tokens(len(completion_text))
+            counter = self.token_counters.get(dep.id)
+            if counter is not None:
+                try:
+                    counted = counter.prompt_tokens(body) if body is not None else None
+                    prompt_tokens = counted if counted is not None else prompt_tokens
+                    completion_tokens = counter.text_tokens(completion_text)
+                except Exception as exc:  # a tokenizer fault never fails a request: estimate
+                    log.warning("tokenizer of %s failed (%s); tokens estimated", dep.id, type(exc).__name__)
             ctx.tokens_estimated = True
         ctx.prompt_tokens, ctx.completion_tokens = prompt_tokens, completion_tokens
         ctx.cost_usd = estimated_cost_usd(dep, input_tokens=prompt_tokens, output_tokens=completion_tokens)
@@ -341,6 +358,7 @@ class Gateway:
         include_usage: bool,
         est_input: int,
         restorer: Restorer | None = None,
+        body: Mapping[str, Any] | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Relay upstream chunks (OpenAI chat or text-completion chunks; the endpoint's
         dialect encodes them as SSE); a failure after the first byte ends the relay with one
@@ -379,6 +397,7 @@ class Gateway:
                     None,
                     est_input=est_input,
                     completion_text="".join(text_parts),
+                    body=body,
                 )
                 yield {
                     "id": last.get("id"), "object": last.get("object", "chat.completion.chunk"),
@@ -405,6 +424,7 @@ class Gateway:
                     usage,
                     est_input=est_input,
                     completion_text="".join(text_parts),
+                    body=body,
                 )
                 await self.limiter.settle(ctx)
                 if ctx.principal is not None:
