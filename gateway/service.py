@@ -235,7 +235,7 @@ class Gateway:
             ctx,
             planned=planned,
             est_input_tokens=est_input,
-            max_output_tokens=max_output,
+            max_output_tokens=max_output * request.choices,  # worst case: every choice runs to the cap
             output_capped=request.max_output_tokens is not None,
         )
         # Write-ahead: the decision is durable before any byte leaves for a deployment.

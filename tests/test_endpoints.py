@@ -744,3 +744,46 @@ def test_malformed_upstream_embeddings_are_502(gw: GatewayUnderTest, sim_a: Prov
     sim_a.behave(body={"object": "list", "data": [{"object": "embedding", "index": 0, "embedding": [[0.1, 0.2]]}]})
     r = gw.post(EMBEDDINGS, json={"model": "ext-cheap", "input": "x"})
     assert r.status_code == 502 and "flat list of numbers" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        (RESPONSES, {"input": "ok \ud800"}, "input"),
+        (MESSAGES, {"max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}]},
+         "messages[0].content[0].text"),
+        (EMBEDDINGS, {"input": ["fine", "\ud800"]}, "input"),
+        (COMPLETIONS, {"prompt": "x", "suffix": "\ud800"}, "suffix"),
+        (CHAT, {"messages": [{"role": "user", "content": "x"}], "user": "\ud800"}, "user"),
+    ],
+)  # fmt: skip
+def test_unpaired_surrogates_are_400_naming_the_field(
+    gw: GatewayUnderTest, sim_a: ProviderSimulator, path: str, body: dict[str, Any], param: str
+) -> None:
+    raw = json.dumps({"model": "ext-cheap", **body})  # ensure_ascii: the surrogate travels as \ud800
+    r = gw.post(path, content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert message.startswith(param + ":") and "surrogate" in message
+    assert sim_a.requests == []
+
+
+def test_limits_reserve_every_choice(
+    start_gateway: Callable[..., GatewayUnderTest],
+    sim_local: ProviderSimulator,
+    sim_a: ProviderSimulator,
+    sim_b: ProviderSimulator,
+) -> None:
+    """n (and one choice per prompt, best_of) multiply the worst case a request may cost."""
+    config = sim_config(local=sim_local, ext_eu=sim_a, ext_us=sim_b)
+    config["tenants"]["acme-eu"]["limits"] = {"tpm": 1000}
+    gw2 = start_gateway(config)
+    r = gw2.post(CHAT, json=chat(max_tokens=300))
+    assert r.status_code == 200
+    r = gw2.post(CHAT, json=chat(max_tokens=300, n=4))
+    assert r.status_code == 400 and r.json()["error"]["code"] == "exceeds_limit", r.text
+    r = gw2.post(COMPLETIONS, json={"model": "ext-cheap", "prompt": ["a", "b", "c", "d"], "max_tokens": 300})
+    assert r.status_code == 400
+    r = gw2.post(COMPLETIONS, json={"model": "ext-cheap", "prompt": "a", "max_tokens": 300, "best_of": 4})
+    assert r.status_code == 400
+    assert len(sim_a.requests) == 1

@@ -36,6 +36,7 @@ __all__ = [
     "Dialect",
     "Operation",
     "UnknownParams",
+    "check_unicode",
     "invalid_from",
     "known_fields",
     "sse",
@@ -55,6 +56,8 @@ class Call:
     for token estimates (characters, messages or inputs). ``max_output_tokens``: the client's
     output cap (tokens), None when it set none. ``include_usage``: the client asked for a
     usage chunk at the end of a stream. ``dropped``: unknown top-level fields left out.
+    ``choices``: how many outputs of up to ``max_output_tokens`` each the request may produce
+    (``n``, ``best_of``, one per prompt), for the worst case the limits reserve.
     """
 
     operation: Operation
@@ -68,6 +71,7 @@ class Call:
     max_output_tokens: int | None = None
     needs: tuple[str, ...] = ()
     dropped: tuple[str, ...] = ()
+    choices: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -115,6 +119,27 @@ def known_fields(
             code="unknown_parameter",
         )
     return {k: v for k, v in data.items() if k in known}, extra
+
+
+def check_unicode(value: Any, param: str = "body", depth: int = 0) -> None:
+    """Raise InvalidRequest naming the field when a string anywhere in ``value`` (keys too)
+    holds an unpaired UTF-16 surrogate (JSON allows ``"\\ud800"``; it is not text)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest(
+                f"{param}: contains an unpaired UTF-16 surrogate, which is not valid Unicode text", param=param
+            ) from None
+    elif depth > 64:
+        return  # parse_body bounds nesting; deeper values are checked by the adapters' encoder
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_unicode(key, param, depth + 1)
+            check_unicode(item, key if param == "body" else f"{param}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_unicode(item, f"{param}[{i}]", depth + 1)
 
 
 def _param(loc: tuple[int | str, ...]) -> str:

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.schemas import MAX_TOKENS_LIMIT, parse_chat_request
-from gateway.wire import Call, UnknownParams, invalid_from, known_fields, sse
+from gateway.wire import Call, UnknownParams, check_unicode, invalid_from, known_fields, sse
 
 __all__ = [
     "CHAT",
@@ -117,6 +117,7 @@ class ChatDialect:
     def parse(self, data: dict[str, Any], *, unknown: UnknownParams) -> Call:
         """Validate a chat request (gateway.schemas) and keep its known fields."""
         request = parse_chat_request(data)
+        check_unicode(data)
         kept, dropped = known_fields(data, CHAT_PARAMS, unknown)
         if kept.pop("store", None) is not None:
             # store: true asks the provider to retain the completion; the registry's
@@ -139,6 +140,7 @@ class ChatDialect:
             max_output_tokens=request.max_output_tokens(0) or None,
             needs=tuple(request.needs()),
             dropped=dropped,
+            choices=request.n or 1,
         )
 
     def response(self, answer: dict[str, Any], call: Call, usage: tuple[int, int]) -> dict[str, Any]:
@@ -226,6 +228,7 @@ class CompletionsDialect:
             request = _CompletionRequest.model_validate(data)
         except ValidationError as exc:
             raise invalid_from(exc) from None
+        check_unicode(data)
         kept, dropped = known_fields(data, COMPLETIONS_PARAMS, unknown)
         _check_common(kept)
         include_usage = _include_usage(kept.get("stream_options"))
@@ -245,6 +248,7 @@ class CompletionsDialect:
             max_output_tokens=request.max_tokens,
             needs=needs,
             dropped=dropped,
+            choices=items * max(request.n or 1, request.best_of or 1),
         )
 
     def response(self, answer: dict[str, Any], call: Call, usage: tuple[int, int]) -> dict[str, Any]:
@@ -289,6 +293,7 @@ class EmbeddingsDialect:
             request = _EmbeddingsRequest.model_validate(data)
         except ValidationError as exc:
             raise invalid_from(exc) from None
+        check_unicode(data)
         kept, dropped = known_fields(data, EMBEDDINGS_PARAMS, unknown)
         chars, items = _prompt_size(request.input)
         return Call(
