@@ -14,10 +14,11 @@ LRU eviction at ``size`` entries; hit/miss counters and cumulative evaluation ti
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections import OrderedDict
 from typing import Any
+
+import orjson
 
 from gateway.context import Decision
 from gateway.policy import PolicyBundle, PolicyEngine
@@ -25,12 +26,13 @@ from gateway.policy import PolicyBundle, PolicyEngine
 __all__ = ["CacheStats", "CachedEngine", "cache_key"]
 
 
-def cache_key(revision: str, policy_input: dict[str, Any]) -> str:
-    """``revision`` + canonical input with ``request.id`` removed (the one per-request field)."""
+def cache_key(revision: str, policy_input: dict[str, Any]) -> bytes:
+    """``revision`` + canonical input with ``request.id`` removed (the one per-request field),
+    as bytes: JSON with sorted keys (orjson), so equal inputs give equal keys."""
     request = policy_input.get("request")
     if isinstance(request, dict) and "id" in request:
         policy_input = {**policy_input, "request": {k: v for k, v in request.items() if k != "id"}}
-    return revision + "\n" + json.dumps(policy_input, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return revision.encode() + b"\n" + orjson.dumps(policy_input, option=orjson.OPT_SORT_KEYS)
 
 
 @dataclasses.dataclass
@@ -71,7 +73,7 @@ class CachedEngine:
         self.inner = inner
         self.name = inner.name
         self._size = size
-        self._entries: OrderedDict[str, Decision] = OrderedDict()
+        self._entries: OrderedDict[bytes, Decision] = OrderedDict()
         self.stats = CacheStats()
 
     @property
@@ -106,7 +108,7 @@ class CachedEngine:
         decision = await self.inner.decide(policy_input)
         self.stats.misses += 1
         self.stats.miss_ms += decision.eval_ms
-        if not key.startswith(decision.revision + "\n"):
+        if not key.startswith(decision.revision.encode() + b"\n"):
             return decision  # activated while evaluating: don't file it under the old revision
         self._entries[key] = decision
         if len(self._entries) > self._size:
