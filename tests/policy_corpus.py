@@ -1,4 +1,4 @@
-"""Shared policy corpus: policy inputs with the exact decision ``policies/routing.rego`` must give.
+"""Shared policy corpus: policy inputs with the exact decision the library in ``policies/`` must give.
 
 Every engine (embedded regopy, an OPA server) must answer every item identically and equal to
 ``expect``: ``allow``, ``eligible`` (in order), ``excluded`` (id → sorted reason texts),
@@ -154,7 +154,7 @@ UNHEALTHY = (
 
 
 def oracle(policy_input: dict[str, Any]) -> dict[str, Any]:
-    """The decision view ``routing.rego`` gives for a *well-formed* input (every field present
+    """The decision view the library gives for a *well-formed* input (every field present
     and typed as the gateway sends it). Odd inputs are in :data:`ODD` with written answers."""
     level = policy_input["data"]["level"]
     allowed = policy_input["tenant"]["allowed"]

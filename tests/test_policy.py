@@ -1,4 +1,4 @@
-"""The embedded regopy engine and policies/routing.rego, evaluated for real.
+"""The embedded regopy engine and the policy library in policies/, evaluated for real.
 
 Covers the routing policy's rules (table-driven), the fail-closed handling of every malformed
 decision shape, load-time refusal of bundles the engine cannot run, engine errors and timeouts
@@ -118,7 +118,7 @@ async def decide_with(source: str, policy_input: dict[str, Any] | None = None, *
 
 
 # ---------------------------------------------------------------------------------------------
-# routing.rego, table-driven
+# the policy library, table-driven
 # ---------------------------------------------------------------------------------------------
 
 
