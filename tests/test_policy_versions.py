@@ -142,6 +142,8 @@ def test_listing_policies_needs_the_admin_role(gw: GatewayUnderTest) -> None:
 def test_a_policy_the_engine_cannot_run_is_refused_at_push_and_the_active_one_stays(
     gw: GatewayUnderTest, sim_a: ProviderSimulator, module: str, fragment: str
 ) -> None:
+    """policy.yaml policy-load-fails-closed: refused at push/activation with a clear error; the
+    previously active policy stays active (never "loaded but silently undefined")."""
     before = _active(gw)
     r = _admin(gw, POLICIES, {**_with_module({"bad.rego": module}), "activate": True})
     assert r.status_code == 400, r.text
