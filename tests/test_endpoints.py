@@ -787,3 +787,19 @@ def test_limits_reserve_every_choice(
     r = gw2.post(COMPLETIONS, json={"model": "ext-cheap", "prompt": "a", "max_tokens": 300, "best_of": 4})
     assert r.status_code == 400
     assert len(sim_a.requests) == 1
+
+
+def test_responses_stream_function_calls(gw: GatewayUnderTest) -> None:
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+    r = gw.post(RESPONSES, json={"model": "ext-cheap", "input": "Weather in Rome?", "tools": [tool], "stream": True})
+    events = sse(r.text)
+    kinds = [k for k, _ in events]
+    assert "response.output_text.delta" not in kinds
+    added = [d["item"] for k, d in events if k == "response.output_item.added"]
+    assert [i["type"] for i in added] == ["function_call"] and added[0]["name"] == "get_weather"
+    args = "".join(d["delta"] for k, d in events if k == "response.function_call_arguments.delta")
+    assert json.loads(args) == {"text": "Weather in Rome?"}
+    assert kinds[-3:] == ["response.function_call_arguments.done", "response.output_item.done", "response.completed"]
+    (item,) = events[-1][1]["response"]["output"]
+    assert item["type"] == "function_call" and item["status"] == "completed" and item["arguments"] == args
+    assert [d["sequence_number"] for _, d in events] == list(range(len(events)))

@@ -302,3 +302,18 @@ def test_anthropic_sdk_against_the_real_local_model(gateway: GatewayUnderTest) -
     ) as stream:
         assert "".join(stream.text_stream)
         assert stream.get_final_message().usage.output_tokens > 0
+
+
+def test_openai_responses_function_calls(gw: GatewayUnderTest) -> None:
+    client = oai(gw)
+    tools: list[openai.types.responses.ToolParam] = [
+        {"type": "function", "name": "get_weather", "parameters": {"type": "object"}, "strict": False}
+    ]
+    response = client.responses.create(model="auto", input="Weather in Rome?", tools=tools)
+    call = response.output[0]
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert json.loads(call.arguments) == {"text": "Weather in Rome?"}
+    with client.responses.stream(model="auto", input="Weather in Rome?", tools=tools) as stream:
+        final = stream.get_final_response()
+    call = final.output[0]
+    assert call.type == "function_call" and json.loads(call.arguments) == {"text": "Weather in Rome?"}

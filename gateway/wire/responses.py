@@ -260,12 +260,13 @@ class ResponsesDialect:
         }
 
     async def encode(self, events: AsyncIterator[dict[str, Any]], call: Call) -> AsyncIterator[bytes]:
-        """The Responses event stream: ``response.created``, ``response.in_progress``,
-        ``response.output_item.added``, ``response.content_part.added``,
+        """The Responses event stream: ``response.created``, ``response.in_progress``; for the
+        text ``response.output_item.added``, ``response.content_part.added``,
         ``response.output_text.delta``… ``response.output_text.done``,
-        ``response.content_part.done``, ``response.output_item.done`` and
-        ``response.completed`` (``response.incomplete`` when cut by the cap); a failure after
-        the first byte ends with ``error`` and ``response.failed``."""
+        ``response.content_part.done``, ``response.output_item.done``; for each tool call a
+        ``function_call`` item with ``response.function_call_arguments.delta``… ``.done``;
+        then ``response.completed`` (``response.incomplete`` when cut by the cap). A failure
+        after the first byte ends with ``error`` and ``response.failed``."""
         seq = 0
 
         def event(kind: str, payload: dict[str, Any]) -> bytes:
@@ -278,7 +279,9 @@ class ResponsesDialect:
         finish: str | None = None
         usage: dict[str, Any] | None = None
         msg_id = call.extra["msg_id"]
-        opened = False
+        msg_index: int | None = None  # output index of the message item, once opened
+        tools: dict[int, dict[str, Any]] = {}  # chat tool-call index → function_call item (+ output_index)
+        outputs = 0
         async with contextlib.aclosing(events):  # type: ignore[type-var]
             async for chunk in events:
                 if "error" in chunk and "choices" not in chunk:
@@ -297,47 +300,106 @@ class ResponsesDialect:
                 for choice in chunk.get("choices") or []:
                     if choice.get("index", 0) != 0:
                         continue
-                    delta = (choice.get("delta") or {}).get("content")
-                    if delta:
-                        if not opened:
-                            opened = True
+                    delta = choice.get("delta") or {}
+                    content = delta.get("content")
+                    if content:
+                        if msg_index is None:
+                            msg_index, outputs = outputs, outputs + 1
                             yield event(
                                 "response.output_item.added",
-                                {"output_index": 0, "item": self._message_item(call, "", "in_progress")},
+                                {"output_index": msg_index, "item": self._message_item(call, "", "in_progress")},
                             )
                             yield event(
                                 "response.content_part.added",
                                 {
                                     "item_id": msg_id,
-                                    "output_index": 0,
+                                    "output_index": msg_index,
                                     "content_index": 0,
                                     "part": {"type": "output_text", "text": "", "annotations": []},
                                 },
                             )
-                        text.append(delta)
+                        text.append(content)
                         yield event(
                             "response.output_text.delta",
-                            {"item_id": msg_id, "output_index": 0, "content_index": 0, "delta": delta, "logprobs": []},
+                            {
+                                "item_id": msg_id,
+                                "output_index": msg_index,
+                                "content_index": 0,
+                                "delta": content,
+                                "logprobs": [],
+                            },
                         )
+                    for tc in delta.get("tool_calls") or []:
+                        n = tc.get("index", 0) if isinstance(tc, dict) else 0
+                        function = (tc.get("function") if isinstance(tc, dict) else None) or {}
+                        if n not in tools:
+                            tools[n] = {
+                                "type": "function_call",
+                                "id": f"fc_{uuid.uuid4().hex}",
+                                "call_id": tc.get("id") or f"call_{uuid.uuid4().hex}",
+                                "name": function.get("name") or "",
+                                "arguments": "",
+                                "status": "in_progress",
+                                "output_index": outputs,
+                            }
+                            outputs += 1
+                            item = {k: v for k, v in tools[n].items() if k != "output_index"}
+                            yield event(
+                                "response.output_item.added", {"output_index": tools[n]["output_index"], "item": item}
+                            )
+                        if function.get("arguments"):
+                            tools[n]["arguments"] += function["arguments"]
+                            yield event(
+                                "response.function_call_arguments.delta",
+                                {
+                                    "item_id": tools[n]["id"],
+                                    "output_index": tools[n]["output_index"],
+                                    "delta": function["arguments"],
+                                },
+                            )
                     if choice.get("finish_reason"):
                         finish = choice["finish_reason"]
         full = "".join(text)
-        if not opened:
+        done_items: list[tuple[int, dict[str, Any]]] = []
+        if msg_index is None and not tools:
+            msg_index, outputs = outputs, outputs + 1
             yield event(
-                "response.output_item.added", {"output_index": 0, "item": self._message_item(call, "", "in_progress")}
+                "response.output_item.added",
+                {"output_index": msg_index, "item": self._message_item(call, "", "in_progress")},
             )
-        yield event(
-            "response.output_text.done",
-            {"item_id": msg_id, "output_index": 0, "content_index": 0, "text": full, "logprobs": []},
-        )
-        part = {"type": "output_text", "text": full, "annotations": []}
-        yield event(
-            "response.content_part.done", {"item_id": msg_id, "output_index": 0, "content_index": 0, "part": part}
-        )
-        item = self._message_item(call, full, "completed")
-        yield event("response.output_item.done", {"output_index": 0, "item": item})
+            yield event(
+                "response.content_part.added",
+                {
+                    "item_id": msg_id,
+                    "output_index": msg_index,
+                    "content_index": 0,
+                    "part": {"type": "output_text", "text": "", "annotations": []},
+                },
+            )
+        if msg_index is not None:
+            yield event(
+                "response.output_text.done",
+                {"item_id": msg_id, "output_index": msg_index, "content_index": 0, "text": full, "logprobs": []},
+            )
+            part = {"type": "output_text", "text": full, "annotations": []}
+            yield event(
+                "response.content_part.done",
+                {"item_id": msg_id, "output_index": msg_index, "content_index": 0, "part": part},
+            )
+            item = self._message_item(call, full, "completed")
+            yield event("response.output_item.done", {"output_index": msg_index, "item": item})
+            done_items.append((msg_index, item))
+        for tool in tools.values():
+            index = tool.pop("output_index")
+            tool["status"] = "completed"
+            yield event(
+                "response.function_call_arguments.done",
+                {"item_id": tool["id"], "output_index": index, "arguments": tool["arguments"]},
+            )
+            yield event("response.output_item.done", {"output_index": index, "item": tool})
+            done_items.append((index, tool))
         done = self._envelope(call, model, "completed")
-        done["output"] = [item]
+        done["output"] = [item for _, item in sorted(done_items, key=lambda pair: pair[0])]
         prompt_tokens = int((usage or {}).get("prompt_tokens") or 0)
         completion_tokens = int((usage or {}).get("completion_tokens") or 0)
         done["usage"] = self._usage(prompt_tokens, completion_tokens)
