@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from gateway.audit.store import make_engine
 from gateway.auth import generate_key, hash_key
 from gateway.config import GatewayConfig, Limits
 from gateway.context import Principal
-from gateway.errors import AuditUnavailable, Conflict, InvalidRequest, NotFound, PermissionDenied
+from gateway.errors import AuditUnavailable, Conflict, GatewayError, InvalidRequest, NotFound, PermissionDenied
 from gateway.notify import publish
 
 __all__ = [
@@ -42,6 +43,8 @@ __all__ = [
     "KeyStore",
     "StoredKey",
 ]
+
+log = logging.getLogger("gateway.keystore")
 
 KEYS_TOPIC = "keys"
 """The change-notification topic of the key registry (Redis channel ``sovereign-gateway:keys``)."""
@@ -331,9 +334,14 @@ class KeyAdmin:
         await self._store.aclose()
 
     async def _changed(self) -> None:
-        if self._on_change is not None:
-            await self._on_change()
+        """Apply a committed change here at once and tell the other replicas. A failing local
+        reload is logged, not raised: the change is made, and the watcher retries it."""
         await publish(self._redis_url, KEYS_TOPIC)
+        if self._on_change is not None:
+            try:
+                await self._on_change()
+            except GatewayError as exc:
+                log.warning("API key change saved but not reloaded here yet: %s", exc.message)
 
     @staticmethod
     def _scope(actor: Principal | None, tenant: str, *, param: str) -> None:
