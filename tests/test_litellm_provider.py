@@ -126,3 +126,25 @@ def test_importing_litellm_makes_no_network_call() -> None:
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.startswith("0 "), f"network calls during import: {out.stdout}"
+
+
+def test_messages_and_completions_endpoints_reach_an_anthropic_provider_through_litellm(
+    gw: GatewayUnderTest, anthropic_sim: ProviderSimulator
+) -> None:
+    """Anthropic wire format in (/v1/messages) → chat → litellm → Anthropic wire format out;
+    a legacy completion too (litellm turns it into a Messages call)."""
+    anthropic_sim.reset()
+    body = {"model": "claude", "max_tokens": 20, "messages": [{"role": "user", "content": "hello claude"}]}
+    r = gw.post("/v1/messages", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["content"] == [{"type": "text", "text": "simulated reply from anthropic: hello claude"}]
+    assert r.json()["usage"] == {"input_tokens": 2, "output_tokens": 6}
+    assert anthropic_sim.requests[-1].path == "/v1/messages"
+    assert anthropic_sim.requests[-1].json["max_tokens"] == 20
+    r = gw.post("/v1/messages", json={**body, "stream": True})
+    assert r.status_code == 200 and "event: message_stop" in r.text
+    assert "simulated" in r.text
+    r = gw.post("/v1/completions", json={"model": "claude", "prompt": "hello text", "max_tokens": 20})
+    assert r.status_code == 200, r.text
+    assert r.json()["choices"][0]["text"] == "simulated reply from anthropic: hello text"
+    assert gw.record(r.headers["x-request-id"])["endpoint"] == "completions"
