@@ -23,6 +23,7 @@ from adapters import create_adapter
 from gateway.api import admin as admin_routes
 from gateway.api import audit as audit_routes
 from gateway.api import openai as openai_routes
+from gateway.api import openapi as openapi_doc
 from gateway.api.errors import install_error_handlers
 from gateway.audit.capture import PromptSealer
 from gateway.audit.digest import Digester
@@ -199,4 +200,5 @@ def create_app(config: GatewayConfig | None = None, settings: Settings | None = 
     app.include_router(admin_routes.router)
     app.include_router(audit_routes.router)
     app.include_router(openai_routes.router)
+    openapi_doc.document(app)  # request bodies and error shapes of the raw-body routes
     return app
