@@ -189,6 +189,9 @@ class TenantConfig(_Strict):
     the policy obliges the gateway to redact before data reaches an external deployment;
     ``restore_redacted``: put the original values back into the answer for the client.
     ``limits``: the tenant's rate limits and budgets, shared by all its keys (see :class:`Limits`).
+    ``cost_ceiling_usd``: per data level, the most one request may cost at worst (USD, priced
+    from the deployment registry; policies/cost.rego). ``models``: the deployment ids this
+    tenant may use at all (policies/tenant_models.rego); None means every deployment.
     """
 
     home_region: str
@@ -198,6 +201,17 @@ class TenantConfig(_Strict):
     redact_external: tuple[str, ...] = ()
     restore_redacted: bool = True
     limits: Limits = Limits()
+    cost_ceiling_usd: dict[str, float] = Field(default_factory=dict)
+    models: tuple[str, ...] | None = None
+
+    @field_validator("cost_ceiling_usd")
+    @classmethod
+    def _ceilings(cls, value: dict[str, float]) -> dict[str, float]:
+        for key, usd in value.items():
+            DataLevel.parse(key)
+            if usd < 0:
+                raise ValueError(f"cost ceiling for {key} must be >= 0 USD")
+        return value
 
     @field_validator("default_level")
     @classmethod
@@ -223,6 +237,8 @@ class TenantConfig(_Strict):
             "allowed": {k: v.model_dump(exclude_none=True) for k, v in self.allowed.items()},
             "capture_prompts": self.capture_prompts,
             "redact_external": list(self.redact_external),
+            "cost_ceiling_usd": dict(self.cost_ceiling_usd),
+            "models": list(self.models) if self.models is not None else None,
         }
 
 
@@ -249,12 +265,20 @@ class PolicyConfig(_Strict):
 
     ``engine``: ``embedded`` (regopy, in-process) or ``opa`` (an OPA server at ``url``, e.g.
     ``http://127.0.0.1:8181``, required then). ``timeout_ms``: deadline of one decision.
+    ``cache_size``: entries of the decision cache (0 turns it off; gateway/policy/cache.py).
+    ``poll_interval_s``: how often each worker checks the database for a newly activated
+    policy version when no Redis carries change notifications (gateway/policy/manager.py).
+    ``opa_push``: the gateway pushes the active version to OPA (Policy and Data APIs); turn it
+    off when OPA loads bundles itself (gateway/policy/opa.py).
     """
 
     engine: Literal["embedded", "opa"] = "embedded"
     path: str = "policies"
     url: str | None = None
     timeout_ms: float = Field(default=1000.0, gt=0)
+    cache_size: int = Field(default=10_000, ge=0)
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    opa_push: bool = True
 
     @model_validator(mode="after")
     def _opa_url(self) -> PolicyConfig:

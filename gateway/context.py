@@ -96,7 +96,9 @@ class Decision:
     """A well-formed policy decision (``data.gateway.routing.decision``).
 
     ``eligible`` lists deployment ids in policy order; ``excluded`` maps id → reasons
-    (sentences an auditor can read). ``revision`` is the sha256 of the policy bundle.
+    (sentences an auditor can read); ``rules`` maps id → short names of the rules that
+    excluded it (their METADATA ``custom.short_name``). ``revision`` is the sha256 of the policy
+    bundle; ``eval_ms`` the evaluation time (ms); ``cached``: answered by the decision cache.
     """
 
     allow: bool
@@ -107,6 +109,8 @@ class Decision:
     engine: str
     revision: str
     eval_ms: float
+    rules: dict[str, list[str]] = field(default_factory=dict)
+    cached: bool = False
 
 
 @dataclass
@@ -159,6 +163,8 @@ class RequestContext:
     response_digest: str | None = None
     stream: bool = False
     admission: Admission | None = None
+    policy_input: dict[str, Any] | None = None
+    admin: dict[str, Any] | None = None
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the request arrived."""

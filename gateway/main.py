@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import uuid
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything imports litellm
 
@@ -18,12 +19,14 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 
 from adapters import create_adapter
 from gateway.api import admin as admin_routes
 from gateway.api import audit as audit_routes
 from gateway.api import openai as openai_routes
 from gateway.api import openapi as openapi_doc
+from gateway.api import policies as policy_routes
 from gateway.api.errors import install_error_handlers
 from gateway.audit.capture import PromptSealer
 from gateway.audit.digest import Digester
@@ -33,6 +36,7 @@ from gateway.auth import KeyRing
 from gateway.breaker import CircuitBreaker, SharedCircuitBreaker
 from gateway.classify import Classifier
 from gateway.config import GatewayConfig, Settings, load_config
+from gateway.context import RequestContext
 from gateway.errors import ConfigError, GatewayError
 from gateway.execute import Executor
 from gateway.health import HealthMonitor
@@ -40,8 +44,12 @@ from gateway.keystore import KEYS_TOPIC, KeyAdmin, KeyStore
 from gateway.limits import build_limiter
 from gateway.notify import ChangeWatcher
 from gateway.policy import PolicyEngine, load_bundle
+from gateway.policy.cache import CachedEngine
 from gateway.policy.embedded import EmbeddedEngine, PolicyLoadError
+from gateway.policy.manager import TOPIC as POLICY_TOPIC
+from gateway.policy.manager import PolicyManager
 from gateway.policy.opa import OpaEngine
+from gateway.policy.store import PolicyStore
 from gateway.service import Gateway
 from gateway.tokens import TokenCounter, build_token_counter
 
@@ -59,11 +67,15 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         bundle = load_bundle(policy_dir)
         engine: PolicyEngine
         if config.policy.engine == "opa":  # url validated by PolicyConfig; "" would raise ValueError
-            engine = OpaEngine(bundle, url=config.policy.url or "", timeout_ms=config.policy.timeout_ms)
+            engine = OpaEngine(
+                bundle, url=config.policy.url or "", timeout_ms=config.policy.timeout_ms, push=config.policy.opa_push
+            )
         else:
             engine = EmbeddedEngine(bundle, timeout_ms=config.policy.timeout_ms)
     except (OSError, ValueError, PolicyLoadError) as exc:
         raise ConfigError(config.source, "policy.path", str(exc)) from exc
+    if config.policy.cache_size:
+        engine = CachedEngine(engine, size=config.policy.cache_size)
     try:
         signer = Signer.from_file(Path(config.audit.signing_key_file))
     except (OSError, ValueError) as exc:
@@ -119,6 +131,18 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         log.warning("API keys in the database not loaded yet: %s", exc.message)
     notify_url = config.limits_store.url if config.limits_store.kind == "redis" else None
     key_watcher = ChangeWatcher(KEYS_TOPIC, keyring.refresh, redis_url=notify_url)
+    audit = AuditStore.from_url(
+        audit_url or config.audit.url,
+        signer,
+        checkpoint_every=config.audit.checkpoint_every,
+        checkpoint_interval_s=config.audit.checkpoint_interval_s,
+    )
+    policies = PolicyManager(
+        engine, PolicyStore(audit.engine), file_bundle=bundle, source=str(policy_dir), redis_url=notify_url
+    )
+    policy_watcher = ChangeWatcher(
+        POLICY_TOPIC, policies.refresh, redis_url=notify_url, poll_interval_s=config.policy.poll_interval_s
+    )
     gateway = Gateway(
         config=config,
         keyring=keyring,
@@ -132,21 +156,38 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         limiter=build_limiter(config, keyring.key_limits),
         digester=digester,
         sealer=sealer,
-        audit=AuditStore.from_url(
-            audit_url or config.audit.url,
-            signer,
-            checkpoint_every=config.audit.checkpoint_every,
-            checkpoint_interval_s=config.audit.checkpoint_interval_s,
-        ),
+        audit=audit,
         health=health,
         key_admin=KeyAdmin(config, key_store, redis_url=notify_url, on_change=keyring.refresh),
-        watchers=[key_watcher],
+        watchers=[key_watcher, policy_watcher],
+        policies=policies,
         token_counters=token_counters,
     )
+    await _bootstrap_policy(gateway, policies)
     breaker.start()  # background tasks start once every stage is built
     health.start()
     await key_watcher.start()
+    await policy_watcher.start()
     return gateway
+
+
+async def _bootstrap_policy(gateway: Gateway, policies: PolicyManager) -> None:
+    """Store ``policy.path``'s bundle and follow the database's active revision; an
+    activation at start is recorded like any other (request id ``sys_…``). With the database
+    unreachable the file bundle serves and the policy watcher retries."""
+    try:
+        activation = await policies.bootstrap()
+    except (SQLAlchemyError, OSError) as exc:
+        log.warning("policy store unavailable at start (%s); serving %s", type(exc).__name__, policies.engine.revision)
+        return
+    if activation is not None:
+        ctx = RequestContext(endpoint="policy.bootstrap", request_id=f"sys_{uuid.uuid4().hex}")
+        ctx.admin = {"action": "policy.bootstrap", **activation}
+        ctx.status, ctx.http_status = "ok", 200
+        try:
+            await gateway.audit.record_outcome(ctx)
+        except GatewayError as exc:
+            log.warning("policy activation at start not recorded: %s", exc.message)
 
 
 async def close_gateway(gateway: Gateway) -> None:
@@ -190,6 +231,8 @@ def create_app(config: GatewayConfig | None = None, settings: Settings | None = 
         """Liveness and readiness: policy revision and audit store reachability."""
         gateway: Gateway = request.app.state.gateway
         body: dict[str, Any] = {"status": "ok", "policy_revision": gateway.engine.revision, "audit": "ok"}
+        if isinstance(gateway.engine, CachedEngine):
+            body["policy_cache"] = gateway.engine.stats.as_dict()
         try:
             await gateway.audit.check()
         except GatewayError as exc:
@@ -198,6 +241,7 @@ def create_app(config: GatewayConfig | None = None, settings: Settings | None = 
         return JSONResponse(body)
 
     app.include_router(admin_routes.router)
+    app.include_router(policy_routes.router)
     app.include_router(audit_routes.router)
     app.include_router(openai_routes.router)
     openapi_doc.document(app)  # request bodies and error shapes of the raw-body routes

@@ -19,6 +19,7 @@ import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeGuard, cast
+from urllib.parse import quote
 
 import anyio
 
@@ -46,6 +47,7 @@ from gateway.keystore import KeyAdmin
 from gateway.limits import Limiter
 from gateway.notify import ChangeWatcher
 from gateway.policy import PolicyEngine, build_input
+from gateway.policy.manager import PolicyManager
 from gateway.routing import estimated_cost_usd, plan
 from gateway.schemas import parse_body
 from gateway.tokens import TokenCounter
@@ -97,6 +99,7 @@ class Gateway:
         health: HealthMonitor | None = None,
         key_admin: KeyAdmin | None = None,
         watchers: Sequence[ChangeWatcher] = (),
+        policies: PolicyManager | None = None,
         token_counters: Mapping[str, TokenCounter] | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -112,6 +115,7 @@ class Gateway:
         self.health = health or HealthMonitor((), {}, enabled=False)
         self.key_admin = key_admin  # run-time API keys (None: only gateway.yaml's)
         self.watchers = tuple(watchers)  # change watchers (gateway/notify.py), closed first
+        self.policies = policies  # versioned policies (push, activate, rollback); None in unit tests
         self.token_counters = dict(token_counters or {})  # deployment id → its tokenizer (gateway/tokens.py)
         self._rng = rng or random.Random()
 
@@ -204,6 +208,7 @@ class Gateway:
             classification=ctx.classification,
             deployments=[d.policy_view(healthy=self.deployment_healthy(d)) for d in candidates],
         )
+        ctx.policy_input = policy_input
         ctx.decision = decision = await self.engine.decide(policy_input)
         if not decision.allow:
             reasons = list(decision.reasons) + [
@@ -242,7 +247,9 @@ class Gateway:
         await self.audit.record_decision(ctx)
 
         body = request.body
-        headers_out = {"x-gateway-dropped-params": ",".join(request.dropped)} if request.dropped else {}
+        # client-chosen names: percent-encoded, so a header value is always latin-1 and one line
+        dropped = ",".join(quote(name, safe="") for name in request.dropped)
+        headers_out = {"x-gateway-dropped-params": dropped} if request.dropped else {}
         redactions: dict[str, Redaction] = {}
         prepare = self._redaction(decision.obligations, redactions)
         if request.stream:

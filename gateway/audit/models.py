@@ -1,4 +1,4 @@
-"""SQLAlchemy tables of the audit ledger (created by the Alembic migration, never by the app).
+"""SQLAlchemy tables of the audit ledger and the registry (created by Alembic migrations, never by the app).
 
 ``audit_entries``: the hash-chained, append-only entries. Each request has a ``decision``
 entry written before egress and an ``outcome`` entry afterwards (or only an ``outcome`` entry
@@ -16,6 +16,7 @@ from sqlalchemy import (
     Boolean,
     Column,
     DateTime,
+    ForeignKey,
     Integer,
     MetaData,
     String,
@@ -24,7 +25,7 @@ from sqlalchemy import (
     UniqueConstraint,
 )
 
-__all__ = ["api_keys", "checkpoints", "entries", "metadata"]
+__all__ = ["api_keys", "checkpoints", "entries", "metadata", "policy_activations", "policy_versions"]
 
 metadata = MetaData()
 
@@ -61,6 +62,31 @@ checkpoints = Table(
     Column("key_id", String(32), nullable=False),
     Column("body", Text, nullable=False),
     Column("signature", Text, nullable=False),
+)
+
+
+# The registry tables share the audit database (DESIGN.md "Storage and services").
+
+policy_versions = Table(
+    "policy_versions",
+    metadata,
+    Column("revision", String(80), primary_key=True),  # sha256:<hex> of the bundle
+    Column("bundle", Text, nullable=False),  # JSON {"modules": {name: source}, "data": {...}}
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("source", String(16), nullable=False),  # file | api | cli
+    Column("description", Text, nullable=False),
+)
+
+policy_activations = Table(
+    "policy_activations",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("revision", String(80), ForeignKey("policy_versions.revision"), nullable=False),
+    Column("previous_revision", String(80)),
+    Column("action", String(16), nullable=False),  # bootstrap | activate | rollback
+    Column("activated_at", DateTime(timezone=True), nullable=False),
+    Column("activated_by", String(128), nullable=False),
 )
 
 

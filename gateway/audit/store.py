@@ -74,6 +74,8 @@ def record_of(ctx: RequestContext) -> dict[str, Any]:
         "decision": ("allow" if dec.allow else "deny") if dec else None,
         "eligible": list(dec.eligible) if dec else [],
         "excluded": dec.excluded if dec else {},
+        "excluded_rules": dec.rules if dec else {},
+        "policy_cached": dec.cached if dec else None,
         "reasons": reasons,
         "chosen_deployment": ctx.chosen,
         "chosen_jurisdiction": ctx.chosen_jurisdiction,
@@ -94,6 +96,8 @@ def record_of(ctx: RequestContext) -> dict[str, Any]:
         "prompt_capture": ctx.prompt_capture,
         "redacted": ctx.redacted,
         "limits": ctx.admission.as_record() if ctx.admission else None,
+        "policy_input": ctx.policy_input,
+        "admin": ctx.admin,
     }
 
 
@@ -141,6 +145,11 @@ class AuditStore:
     def from_url(cls, url: str, signer: Signer | None = None, **ledger_options: Any) -> AuditStore:
         """Store on a new engine for ``url`` (SQLAlchemy async URL)."""
         return cls(make_engine(url), signer, **ledger_options)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The database engine (shared with the registry: policy versions, API keys)."""
+        return self._engine
 
     @property
     def ledger(self) -> Ledger:
@@ -248,11 +257,44 @@ class AuditStore:
                 return
             before = page[-1]["id"]
 
-    async def count(self) -> int:
-        """Number of requests recorded (distinct request ids)."""
+    async def count(self, *, include_system: bool = True) -> int:
+        """Number of requests recorded (distinct request ids). ``include_system=False`` leaves
+        out the gateway's own events (request id ``sys_…``: a policy activation at start)."""
+        query = select(func.count(func.distinct(entries.c.request_id)))
+        if not include_system:
+            query = query.where(~entries.c.request_id.startswith("sys_"))
         async with self._engine.connect() as conn:
-            query = select(func.count(func.distinct(entries.c.request_id)))
             return int((await conn.execute(query)).scalar_one())
+
+    async def get(self, request_id: str) -> dict[str, Any] | None:
+        """The record of one request (as :meth:`list` returns it), or None."""
+        e = entries.c
+        try:
+            async with self._engine.connect() as conn:
+                rows = (
+                    await conn.execute(
+                        select(e.id, e.chain_id, e.seq, e.kind, e.body)
+                        .where(e.request_id == request_id)
+                        .order_by(e.id.desc())
+                    )
+                ).all()
+        except (SQLAlchemyError, OSError) as exc:
+            raise AuditUnavailable(f"audit store unavailable: {type(exc).__name__}") from exc
+        if not rows:
+            return None
+        row = next((r for r in rows if r.kind == "outcome"), rows[0])
+        body = json.loads(row.body)
+        record = dict(body["record"])
+        if row.kind == "decision":
+            record["status"] = "pending"
+        record.update(
+            id=int(row.id),
+            chain_id=row.chain_id,
+            seq=int(row.seq),
+            request_id=body["request_id"],
+            created_at=body["created_at"],
+        )
+        return record
 
     async def export(self) -> AsyncIterator[dict[str, Any]]:
         """Every entry then every checkpoint, in chain order (the JSONL export format of
