@@ -393,7 +393,10 @@ BAD_INPUT = [
     (RESPONSES, {"model": "auto", "input": [{"role": "wizard", "content": "x"}]}, "input[0].role"),
     (RESPONSES, {"model": "auto", "input": [{"role": "user", "content": [{"type": "input_image"}]}]},
      "input[0].content[0]"),
-    (RESPONSES, {"model": "auto", "input": [{"type": "function_call_output", "output": "x"}]}, "input[0].type"),
+    (RESPONSES, {"model": "auto", "input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
+    (RESPONSES, {"model": "auto", "input": [{"type": "reasoning", "summary": []}]}, "input[0].type"),
+    (RESPONSES, {"model": "auto", "input": "x", "tools": [{"type": "function", "name": "f"}],
+                 "tool_choice": {"type": "mcp"}}, "tool_choice"),
     (RESPONSES, {"model": "auto", "input": "x", "previous_response_id": "resp_1"}, "previous_response_id"),
     (RESPONSES, {"model": "auto", "input": "x", "max_output_tokens": -1}, "max_output_tokens"),
     (RESPONSES, {"model": "auto", "input": "x", "temperature": 9}, "temperature"),
@@ -803,3 +806,32 @@ def test_responses_stream_function_calls(gw: GatewayUnderTest) -> None:
     (item,) = events[-1][1]["response"]["output"]
     assert item["type"] == "function_call" and item["status"] == "completed" and item["arguments"] == args
     assert [d["sequence_number"] for _, d in events] == list(range(len(events)))
+
+
+def test_responses_tool_loop_round_trip(gw: GatewayUnderTest, sim_a: ProviderSimulator) -> None:
+    tool = {"type": "function", "name": "get_weather", "parameters": {"type": "object"}}
+    first = gw.post(
+        RESPONSES,
+        json={"model": "ext-cheap", "input": "Weather in Rome?", "tools": [tool],
+              "tool_choice": {"type": "function", "name": "get_weather"}},
+    ).json()  # fmt: skip
+    assert sim_a.requests[-1].json["tool_choice"] == {"type": "function", "function": {"name": "get_weather"}}
+    (call,) = first["output"]
+    r = gw.post(
+        RESPONSES,
+        json={"model": "ext-cheap", "tools": [tool], "tool_choice": "none", "input": [
+            {"role": "user", "content": "Weather in Rome?"},
+            {"type": "function_call", "call_id": call["call_id"], "name": call["name"], "arguments": call["arguments"]},
+            {"type": "function_call_output", "call_id": call["call_id"], "output": "sunny"},
+        ]},
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["output"][0]["type"] == "message"
+    sent = sim_a.requests[-1].json["messages"]
+    assert sent[1] == {
+        "role": "assistant",
+        "content": "",
+        "tool_calls": [{"id": call["call_id"], "type": "function",
+                        "function": {"name": "get_weather", "arguments": call["arguments"]}}],
+    }  # fmt: skip
+    assert sent[2] == {"role": "tool", "tool_call_id": call["call_id"], "content": "sunny"}

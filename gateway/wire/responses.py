@@ -5,9 +5,10 @@ Input: ``input`` as a string or a list of message items (``{"role", "content"}``
 or ``input_text`` / ``output_text`` parts, optionally ``"type": "message"``), ``instructions``
 (a system message), ``max_output_tokens``, ``temperature``, ``top_p``, ``text.format``
 (``text`` / ``json_object`` / ``json_schema`` → chat ``response_format``), function ``tools``,
-``tool_choice``, ``user``/``metadata``. Stateful features (``previous_response_id``,
-``conversation``, ``background``) and non-text items are rejected with 400 naming the field:
-the gateway keeps no conversation state.
+``tool_choice``, ``user``/``metadata``; the tool loop's ``function_call`` and
+``function_call_output`` items (→ an assistant tool call and a tool message). Stateful features
+(``previous_response_id``, ``conversation``, ``background``) and non-text items are rejected
+with 400 naming the field: the gateway keeps no conversation state.
 """
 
 from __future__ import annotations
@@ -68,6 +69,42 @@ def _text_of_item(item: Any, i: int) -> tuple[str, str]:
             raise _bad(f"{param}.content[{j}].text", "must be a string")
         texts.append(part["text"])
     return role, "".join(texts)
+
+
+def _tool_item(item: dict[str, Any], i: int, messages: list[dict[str, Any]]) -> None:
+    """A ``function_call`` item (the model's earlier call) → a tool call on the assistant
+    message before it (or a new one with content ""); a ``function_call_output`` item →
+    a tool message."""
+    param = f"input[{i}]"
+    if not isinstance(item.get("call_id"), str) or not item["call_id"]:
+        raise _bad(f"{param}.call_id", "must be a non-empty string")
+    if item["type"] == "function_call_output":
+        if not isinstance(item.get("output"), str):
+            raise _bad(f"{param}.output", "must be a string")
+        messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
+        return
+    if not isinstance(item.get("name"), str) or not isinstance(item.get("arguments"), str):
+        raise _bad(param, "a function_call needs string name and arguments")
+    call = {
+        "id": item["call_id"],
+        "type": "function",
+        "function": {"name": item["name"], "arguments": item["arguments"]},
+    }
+    last = messages[-1] if messages else None
+    if last is not None and last["role"] == "assistant":
+        last.setdefault("tool_calls", []).append(call)
+    else:
+        messages.append({"role": "assistant", "content": "", "tool_calls": [call]})
+
+
+def _tool_choice(choice: Any) -> Any:
+    """Responses ``tool_choice`` → chat: the strings as they are, ``{"type": "function",
+    "name"}`` → ``{"type": "function", "function": {"name"}}``."""
+    if choice in ("auto", "none", "required"):
+        return choice
+    if isinstance(choice, dict) and choice.get("type") == "function" and isinstance(choice.get("name"), str):
+        return {"type": "function", "function": {"name": choice["name"]}}
+    raise _bad("tool_choice", "must be auto, none, required or {'type': 'function', 'name': ...}")
 
 
 def _tools(tools: Any) -> list[dict[str, Any]]:
@@ -133,6 +170,10 @@ class ResponsesDialect:
             messages.append({"role": "user", "content": raw_input})
         elif isinstance(raw_input, list) and raw_input:
             for i, item in enumerate(raw_input):
+                kind = item.get("type") if isinstance(item, dict) else None
+                if kind in ("function_call", "function_call_output"):
+                    _tool_item(item, i, messages)
+                    continue
                 role, text = _text_of_item(item, i)
                 messages.append({"role": role, "content": text})
         else:
@@ -157,7 +198,7 @@ class ResponsesDialect:
             body["tools"] = _tools(kept["tools"])
             needs.append("tools")
             if "tool_choice" in kept:
-                body["tool_choice"] = kept["tool_choice"]
+                body["tool_choice"] = _tool_choice(kept["tool_choice"])
             if "parallel_tool_calls" in kept:
                 body["parallel_tool_calls"] = kept["parallel_tool_calls"]
         if response_format is not None and response_format["type"] != "text":
