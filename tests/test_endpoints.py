@@ -2,7 +2,12 @@
 /v1/embeddings, /v1/responses and /v1/messages (Anthropic wire format), plus the chat
 features (tools, JSON mode, multi-part content, n, stop, stream_options) and unknown-parameter
 handling. Provider simulators play the local and the external deployments; egress is asserted
-on what each simulator received, and requests sent == audit records written (conftest)."""
+on what each simulator received, and requests sent == audit records written (conftest).
+
+Embeddings are served by simulators here, not by the llama.cpp fixture: llama-cpp-python's
+server started with ``--embedding true`` still answers chat, but for SmolLM2 (a model without
+pooling) it returns one vector per token instead of the OpenAI shape; the adapter refuses that
+as a protocol error (test_malformed_upstream_embeddings_are_502)."""
 
 from __future__ import annotations
 
