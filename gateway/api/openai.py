@@ -43,9 +43,7 @@ def render(outcome: Outcome, dialect: Dialect = CHAT) -> Response:
         if dialect is CHAT:
             return error_response(outcome.error, headers)
         error = outcome.error
-        return JSONResponse(
-            dialect.error_body(error), status_code=error.status, headers={**error.headers(), **headers}
-        )
+        return JSONResponse(dialect.error_body(error), status_code=error.status, headers={**error.headers(), **headers})
     if outcome.stream is not None:
         return StreamingResponse(
             outcome.stream,
