@@ -260,6 +260,26 @@ class KeyConfig(_Strict):
     allowed_models: tuple[str, ...] | None = None
 
 
+class TelemetryConfig(_Strict):
+    """OpenTelemetry and logs (gateway/telemetry.py).
+
+    ``traces`` / ``metrics``: where spans and metrics are pushed — ``off``, ``console``,
+    ``otlp_http`` or ``otlp_grpc`` (to ``endpoint``, e.g. ``http://collector:4318`` for HTTP,
+    ``http://collector:4317`` for gRPC; unset: the OTLP exporters' defaults and their
+    ``OTEL_EXPORTER_OTLP_*`` variables). ``prometheus``: serve the metrics on ``GET /metrics``.
+    ``export_interval_s``: metric push interval. ``logs``: ``json`` lines (with request and
+    trace ids) or ``text``.
+    """
+
+    traces: Literal["off", "console", "otlp_http", "otlp_grpc"] = "off"
+    metrics: Literal["off", "console", "otlp_http", "otlp_grpc"] = "off"
+    endpoint: str | None = None
+    prometheus: bool = True
+    service_name: str = "sovereign-gateway"
+    export_interval_s: float = Field(default=10.0, gt=0)
+    logs: Literal["json", "text"] = "json"
+
+
 class PolicyConfig(_Strict):
     """Policy engine selection. ``path``: a directory of .rego files (relative to the config).
 
@@ -404,6 +424,7 @@ class GatewayConfig(_Strict):
     server: ServerConfig = ServerConfig()
     policy: PolicyConfig = PolicyConfig()
     audit: AuditConfig = AuditConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     classification: ClassificationConfig = ClassificationConfig()
     limits_store: LimitsStoreConfig = LimitsStoreConfig()
     savings: SavingsConfig = SavingsConfig()

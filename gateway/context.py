@@ -122,6 +122,7 @@ class Attempt:
     latency_ms: float
     status: int | None = None
     error: str | None = None
+    ended_ns: int = field(default_factory=time.time_ns, compare=False)  # wall clock, for its span
 
     def as_record(self) -> dict[str, Any]:
         """JSON form for the audit record."""
@@ -165,6 +166,8 @@ class RequestContext:
     admission: Admission | None = None
     policy_input: dict[str, Any] | None = None
     admin: dict[str, Any] | None = None
+    trace_id: str | None = None
+    span: Any = None  # the request's OpenTelemetry span (gateway/telemetry.py), never recorded
 
     def elapsed_ms(self) -> float:
         """Milliseconds since the request arrived."""

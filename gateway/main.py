@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from sqlalchemy.exc import SQLAlchemyError
 
 from adapters import create_adapter
@@ -37,7 +37,7 @@ from gateway.breaker import CircuitBreaker, SharedCircuitBreaker
 from gateway.classify import Classifier
 from gateway.config import GatewayConfig, Settings, load_config
 from gateway.context import RequestContext
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, NotFound
 from gateway.execute import Executor
 from gateway.health import HealthMonitor
 from gateway.keystore import KEYS_TOPIC, KeyAdmin, KeyStore
@@ -51,6 +51,7 @@ from gateway.policy.manager import PolicyManager
 from gateway.policy.opa import OpaEngine
 from gateway.policy.store import PolicyStore
 from gateway.service import Gateway
+from gateway.telemetry import PROMETHEUS_CONTENT_TYPE, Telemetry, configure_logging
 from gateway.tokens import TokenCounter, build_token_counter
 
 __all__ = ["build_gateway", "create_app"]
@@ -162,6 +163,12 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         watchers=[key_watcher, policy_watcher],
         policies=policies,
         token_counters=token_counters,
+        telemetry=Telemetry(
+            config.telemetry,
+            breaker_open=lambda: {d.id: not breaker.healthy(d.id) for d in config.deployments},
+            deployments={d.id: (d.adapter, d.model) for d in config.deployments},
+            models=config.aliases,
+        ),
     )
     await _bootstrap_policy(gateway, policies)
     breaker.start()  # background tasks start once every stage is built
@@ -202,6 +209,8 @@ async def close_gateway(gateway: Gateway) -> None:
     await gateway.audit.aclose()
     if gateway.key_admin is not None:
         await gateway.key_admin.aclose()
+    if gateway.telemetry is not None:
+        gateway.telemetry.shutdown()
 
 
 def create_app(config: GatewayConfig | None = None, settings: Settings | None = None) -> FastAPI:
@@ -211,6 +220,7 @@ def create_app(config: GatewayConfig | None = None, settings: Settings | None = 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         cfg = config or load_config(settings.config)
+        configure_logging(cfg.telemetry.logs)
         gateway = await build_gateway(cfg, audit_url=settings.audit_url)
         app.state.gateway = gateway
         try:
@@ -239,6 +249,14 @@ def create_app(config: GatewayConfig | None = None, settings: Settings | None = 
             body.update(status="degraded", audit=exc.message)
             return JSONResponse(body, status_code=503)
         return JSONResponse(body)
+
+    @app.get("/metrics")
+    async def metrics(request: Request) -> Response:
+        """Prometheus text exposition of the gateway's metrics (``telemetry.prometheus``)."""
+        gateway: Gateway = request.app.state.gateway
+        if gateway.telemetry is None or not gateway.config.telemetry.prometheus:
+            raise NotFound("metrics are off (telemetry.prometheus: false)")
+        return Response(gateway.telemetry.prometheus_text(), media_type=PROMETHEUS_CONTENT_TYPE)
 
     app.include_router(admin_routes.router)
     app.include_router(policy_routes.router)

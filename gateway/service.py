@@ -50,6 +50,7 @@ from gateway.policy import PolicyEngine, build_input
 from gateway.policy.manager import PolicyManager
 from gateway.routing import estimated_cost_usd, plan
 from gateway.schemas import parse_body
+from gateway.telemetry import Telemetry
 from gateway.tokens import TokenCounter
 from gateway.wire import Dialect
 from gateway.wire.openai import CHAT
@@ -100,6 +101,7 @@ class Gateway:
         key_admin: KeyAdmin | None = None,
         watchers: Sequence[ChangeWatcher] = (),
         policies: PolicyManager | None = None,
+        telemetry: Telemetry | None = None,
         token_counters: Mapping[str, TokenCounter] | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -116,6 +118,7 @@ class Gateway:
         self.key_admin = key_admin  # run-time API keys (None: only gateway.yaml's)
         self.watchers = tuple(watchers)  # change watchers (gateway/notify.py), closed first
         self.policies = policies  # versioned policies (push, activate, rollback); None in unit tests
+        self.telemetry = telemetry  # spans, metrics (gateway/telemetry.py); None: none recorded
         self.token_counters = dict(token_counters or {})  # deployment id → its tokenizer (gateway/tokens.py)
         self._rng = rng or random.Random()
 
@@ -131,6 +134,8 @@ class Gateway:
     async def handle(self, ctx: RequestContext, raw: bytes, headers: Mapping[str, str], dialect: Dialect) -> Outcome:
         """Run one request of any endpoint through the pipeline; ``dialect`` is the endpoint's
         wire format (gateway/wire): it parses the body into a Call and renders the answer."""
+        if self.telemetry is not None:
+            self.telemetry.start_request(ctx, headers)
         try:
             outcome = await self._run(ctx, raw, headers, dialect)
         except GatewayError as exc:
@@ -139,30 +144,54 @@ class Gateway:
         except BaseException:
             with anyio.CancelScope(shield=True):
                 await self.limiter.release(ctx)
+            self._finish(ctx)
             raise
         if outcome.stream is None:
             ctx.status = "ok"
             ctx.http_status = 200
-            await self.audit.record_outcome(ctx)
+            with self._stage(ctx, "audit"):
+                await self.audit.record_outcome(ctx)
+            self._finish(ctx, outcome.response)
+        outcome.headers.update(self._trace_headers(ctx))
         return outcome
+
+    def _stage(self, ctx: RequestContext, name: str) -> contextlib.AbstractContextManager[Any]:
+        """A span for one pipeline stage (nothing without telemetry)."""
+        return self.telemetry.stage(ctx, name) if self.telemetry is not None else contextlib.nullcontext()
+
+    def _trace_headers(self, ctx: RequestContext) -> dict[str, str]:
+        return self.telemetry.response_headers(ctx) if self.telemetry is not None else {}
+
+    def _finish(self, ctx: RequestContext, response: Mapping[str, Any] | None = None) -> None:
+        """End the request's span and record its metrics (after its final audit record)."""
+        if self.telemetry is not None:
+            model = response.get("model") if isinstance(response, Mapping) else None
+            self.telemetry.finish(ctx, response_model=model if isinstance(model, str) else None)
 
     async def fail(self, ctx: RequestContext, error: GatewayError) -> Outcome:
         """Record a request that ended in ``error`` and return it as the outcome.
 
         If the audit store is down too, the outcome is AuditUnavailable (503).
         """
+        if self.telemetry is not None and ctx.span is None:  # failed before the pipeline (body read)
+            self.telemetry.start_request(ctx, {})
         ctx.status = error.outcome
         ctx.http_status = error.status
         ctx.error = error.message
         try:
-            await self.audit.record_outcome(ctx)
+            with self._stage(ctx, "audit"):
+                await self.audit.record_outcome(ctx)
         except GatewayError as audit_error:
-            return Outcome(ctx, error=audit_error)
-        return Outcome(ctx, error=error)
+            ctx.status, ctx.http_status = audit_error.outcome, audit_error.status
+            self._finish(ctx)
+            return Outcome(ctx, error=audit_error, headers=self._trace_headers(ctx))
+        self._finish(ctx)
+        return Outcome(ctx, error=error, headers=self._trace_headers(ctx))
 
     async def _run(self, ctx: RequestContext, raw: bytes, headers: Mapping[str, str], dialect: Dialect) -> Outcome:
-        ctx.principal = self.keyring.authenticate(headers.get("authorization"), headers.get("x-api-key"))
-        require_role(ctx.principal, "app")
+        with self._stage(ctx, "authenticate"):
+            ctx.principal = self.keyring.authenticate(headers.get("authorization"), headers.get("x-api-key"))
+            require_role(ctx.principal, "app")
         data = parse_body(raw)
         if isinstance(data.get("model"), str):
             ctx.requested_model = data["model"][:256]
@@ -189,7 +218,8 @@ class Gateway:
         candidates, strategy = found
 
         tenant = self.config.tenants[ctx.principal.tenant]
-        ctx.classification = self.classifier.classify(data, declared=declared, floor=tenant.floor)
+        with self._stage(ctx, "classify"):
+            ctx.classification = self.classifier.classify(data, declared=declared, floor=tenant.floor)
 
         texts = request_texts(data)
         est_input = estimate_tokens(max(request.input_chars, sum(len(t) for t in texts)), request.input_items)
@@ -209,7 +239,8 @@ class Gateway:
             deployments=[d.policy_view(healthy=self.deployment_healthy(d)) for d in candidates],
         )
         ctx.policy_input = policy_input
-        ctx.decision = decision = await self.engine.decide(policy_input)
+        with self._stage(ctx, "decide"):
+            ctx.decision = decision = await self.engine.decide(policy_input)
         if not decision.allow:
             reasons = list(decision.reasons) + [
                 f"{dep}: {reason}" for dep, rs in decision.excluded.items() for reason in rs
@@ -220,14 +251,15 @@ class Gateway:
                 reasons=reasons,
             )
 
-        planned = plan(
-            candidates,
-            decision.eligible,
-            strategy=strategy,
-            est_input_tokens=est_input,
-            max_output_tokens=max_output,
-            rng=self._rng,
-        )
+        with self._stage(ctx, "route"):
+            planned = plan(
+                candidates,
+                decision.eligible,
+                strategy=strategy,
+                est_input_tokens=est_input,
+                max_output_tokens=max_output,
+                rng=self._rng,
+            )
         if decision.obligations.get("capture_prompt"):
             if self.sealer is None:
                 raise PolicyUnavailable(
@@ -236,15 +268,17 @@ class Gateway:
             ctx.prompt_capture = self.sealer.seal(canonical(request.prompt).encode("utf-8"))
         # Admit before the write-ahead record, so it carries the reservation; a refusal (429)
         # costs one audit entry and sends nothing. Released in chat() if anything below fails.
-        await self.limiter.admit(
-            ctx,
-            planned=planned,
-            est_input_tokens=est_input,
-            max_output_tokens=max_output * request.choices,  # worst case: every choice runs to the cap
-            output_capped=request.max_output_tokens is not None,
-        )
+        with self._stage(ctx, "admit"):
+            await self.limiter.admit(
+                ctx,
+                planned=planned,
+                est_input_tokens=est_input,
+                max_output_tokens=max_output * request.choices,  # worst case: every choice runs to the cap
+                output_capped=request.max_output_tokens is not None,
+            )
         # Write-ahead: the decision is durable before any byte leaves for a deployment.
-        await self.audit.record_decision(ctx)
+        with self._stage(ctx, "audit"):
+            await self.audit.record_decision(ctx)
 
         body = request.body
         # client-chosen names: percent-encoded, so a header value is always latin-1 and one line
@@ -376,6 +410,8 @@ class Gateway:
         usage: Any = None
         text_parts: list[str] = []
         status, error = "partial", "stream ended early"
+        if self.telemetry is not None:
+            self.telemetry.record_ttft(ctx, time.perf_counter() - ctx.started)
         try:
             chunk: dict[str, Any] | None = start.first
             last: dict[str, Any] = start.first
@@ -425,6 +461,7 @@ class Gateway:
                 await start.chunks.aclose()  # type: ignore[attr-defined]
                 start.attempt.outcome = status if status != "client_disconnected" else "cancelled"
                 start.attempt.latency_ms = (time.perf_counter() - ctx.started) * 1000 - start.attempt.latency_ms
+                start.attempt.ended_ns = time.time_ns()
                 self._settle(
                     ctx,
                     start.deployment,
@@ -441,8 +478,9 @@ class Gateway:
                 ctx.error = error or None
                 # The decision record is already durable; if the outcome cannot be added, the
                 # record keeps status "pending" — visible to auditors as an unfinished request.
-                with contextlib.suppress(GatewayError):
+                with contextlib.suppress(GatewayError), self._stage(ctx, "audit"):
                     await self.audit.record_outcome(ctx)
+                self._finish(ctx, last if status == "ok" else None)
 
 
 def _declared_level(header: str | None) -> DataLevel | None:

@@ -245,9 +245,7 @@ async def _explain_all(url: str) -> list[dict[str, Any]]:
             if isinstance(record.get("policy_input"), dict) and record.get("decision") in ("allow", "deny"):
                 result = await explain(store, policies, record["request_id"], compiled=compiled)
                 if not result["reproduced"]:
-                    failures.append(
-                        {k: result[k] for k in ("request_id", "differences", "recorded", "replayed")}
-                    )
+                    failures.append({k: result[k] for k in ("request_id", "differences", "recorded", "replayed")})
     finally:
         await store.aclose()
     return failures

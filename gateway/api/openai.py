@@ -101,7 +101,7 @@ def _pipeline_headers(request: Request) -> dict[str, str]:
     """The headers the pipeline reads, each repeated header joined with ", " (RFC 9110 §5.3),
     so a second ``x-data-classification`` is never silently dropped."""
     out = {}
-    for name in ("authorization", "x-api-key", "x-data-classification"):
+    for name in ("authorization", "x-api-key", "x-data-classification", "traceparent"):
         values = request.headers.getlist(name)
         if values:
             out[name] = ", ".join(values)

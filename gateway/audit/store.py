@@ -61,6 +61,7 @@ def record_of(ctx: RequestContext) -> dict[str, Any]:
     if cls is not None and cls.detector_error:
         reasons.append(f"classifier error (treated as restricted): {cls.detector_error}")
     return {
+        "trace_id": ctx.trace_id,
         "tenant": principal.tenant if principal else None,
         "key_id": principal.key_id if principal else None,
         "endpoint": ctx.endpoint,

@@ -23,6 +23,7 @@ class ThreadedServer:
     """Runs an ASGI app with uvicorn in a background thread (its lifespan included)."""
 
     def __init__(self, app: Any) -> None:
+        self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)

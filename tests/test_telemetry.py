@@ -1,0 +1,167 @@
+"""Observability (issue 8): a trace per request with a span per pipeline stage and per upstream
+attempt (GenAI semantic conventions), W3C traceparent honoured, the trace id in the response
+and the audit record; Prometheus /metrics with the gateway's metrics; JSON logs with request
+and trace ids; and no prompt or completion content in any span, metric or log line.
+
+Spans are read with the SDK's in-memory exporter added to the running gateway's tracer
+provider; metrics through /metrics, parsed with prometheus_client's text parser.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.telemetry import JsonLogFormatter, finished_spans_text, log_context
+from tests.conftest import GatewayUnderTest, make_config
+from tests.support.provider_sim import ProviderSimulator
+
+CHAT = "/v1/chat/completions"
+CANARY = "CANARY-q7Zx31-never-export-me"
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+@pytest.fixture(scope="module")
+def traced(
+    start_gateway: Callable[..., GatewayUnderTest], sim_a: ProviderSimulator, sim_b: ProviderSimulator
+) -> Iterator[tuple[GatewayUnderTest, InMemorySpanExporter, io.StringIO]]:
+    gw = start_gateway(
+        make_config(sim_a_url=sim_a.base_url, sim_b_url=sim_b.base_url, llama_url="http://127.0.0.1:9/v1")
+    )
+    exporter = InMemorySpanExporter()
+    gw.server.app.state.gateway.telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    logs = io.StringIO()
+    handler = logging.StreamHandler(logs)
+    handler.setFormatter(JsonLogFormatter())
+    logger = logging.getLogger("gateway")
+    logger.addHandler(handler)
+    previous = logger.level
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield gw, exporter, logs
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(previous)
+
+
+def _spans_of(exporter: InMemorySpanExporter, trace_id: str) -> list[Any]:
+    return [s for s in exporter.get_finished_spans() if format(s.context.trace_id, "032x") == trace_id]
+
+
+def test_one_request_gives_a_trace_with_a_span_per_stage_and_attempt(
+    traced: tuple[GatewayUnderTest, InMemorySpanExporter, io.StringIO],
+) -> None:
+    gw, exporter, _ = traced
+    r = gw.post(CHAT, json={"model": "external", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8},
+                headers={"traceparent": PARENT})  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.headers["x-trace-id"] == TRACE_ID and r.headers["traceparent"].startswith(f"00-{TRACE_ID}-")
+    assert gw.record(r.headers["x-request-id"])["trace_id"] == TRACE_ID
+
+    spans = _spans_of(exporter, TRACE_ID)
+    by_name = {s.name: s for s in spans}
+    root = by_name["chat external"]
+    assert root.kind.name == "SERVER" and format(root.parent.span_id, "016x") == "00f067aa0ba902b7"
+    stages = {"gateway.authenticate", "gateway.classify", "gateway.decide", "gateway.route", "gateway.admit",
+              "gateway.audit"}  # fmt: skip
+    assert stages <= set(by_name)
+    for name in stages:
+        assert by_name[name].parent.span_id == root.context.span_id, name
+    attempt = by_name["chat cheap-model"]
+    assert attempt.kind.name == "CLIENT" and attempt.parent.span_id == root.context.span_id
+    assert attempt.attributes["gen_ai.provider.name"] == "openai"
+    assert attempt.attributes["gateway.deployment"] == "ext-cheap"
+    attrs = root.attributes
+    assert attrs["gen_ai.operation.name"] == "chat" and attrs["gen_ai.request.model"] == "external"
+    assert attrs["gen_ai.response.model"] == "cheap-model"
+    assert attrs["gen_ai.usage.input_tokens"] > 0 and attrs["gen_ai.usage.output_tokens"] > 0
+    assert attrs["gateway.data_level"] == "public" and attrs["gateway.decision"] == "allow"
+    assert attrs["gateway.deployment"] == "ext-cheap" and attrs["gateway.jurisdiction"] == "EU"
+    assert attrs["gateway.policy.revision"].startswith("sha256:")
+
+
+def test_a_denied_request_has_an_error_span_and_its_own_trace_id(
+    traced: tuple[GatewayUnderTest, InMemorySpanExporter, io.StringIO],
+) -> None:
+    gw, exporter, _ = traced
+    r = gw.post(
+        CHAT, json={"model": "external", "messages": [{"role": "user", "content": "IBAN DE89370400440532013000"}]}
+    )
+    assert r.status_code == 403
+    trace_id = r.headers["x-trace-id"]
+    assert trace_id != TRACE_ID and gw.record(r.headers["x-request-id"])["trace_id"] == trace_id
+    root = next(s for s in _spans_of(exporter, trace_id) if s.kind.name == "SERVER")
+    assert root.status.status_code.name == "ERROR" and root.attributes["gateway.decision"] == "deny"
+
+
+def test_no_prompt_or_completion_content_in_spans_metrics_or_logs(
+    traced: tuple[GatewayUnderTest, InMemorySpanExporter, io.StringIO], sim_a: ProviderSimulator
+) -> None:
+    gw, exporter, logs = traced
+    exporter.clear()
+    message = {"role": "user", "content": f"{CANARY} mail ana@example.com"}
+    gw.post(CHAT, json={"model": "external", "messages": [message]})  # confidential: denied
+    gw.post(CHAT, json={"model": "external", "messages": [{"role": "user", "content": CANARY}]})
+    gw.post(CHAT, json={"model": "external", "stream": True, "messages": [{"role": "user", "content": CANARY}]})
+    gw.post(CHAT, json={"model": "external", "messages": [{"role": "user", "content": CANARY}], CANARY: 1})
+    gw.post(CHAT, json={"model": CANARY, "messages": [{"role": "user", "content": CANARY}]})
+    gw.post(CHAT, content=b'{"model": "external", "messages": "' + CANARY.encode() + b'"}')
+    assert any(CANARY in r.body.decode(errors="replace") for r in sim_a.requests)  # it did go upstream
+    spans = exporter.get_finished_spans()
+    assert len(spans) >= 6
+    assert CANARY not in finished_spans_text(spans)
+    assert CANARY not in gw.client.get("/metrics").text
+    assert CANARY not in logs.getvalue()
+
+
+def test_metrics_parse_and_carry_the_gateway_metrics(
+    traced: tuple[GatewayUnderTest, InMemorySpanExporter, io.StringIO],
+) -> None:
+    gw, _, _ = traced
+    gw.post(CHAT, json={"model": "external", "stream": True, "messages": [{"role": "user", "content": "hi"}]}).read()
+    r = gw.client.get("/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+    families = {f.name: f for f in text_string_to_metric_families(r.text)}
+    expected = (
+        "gateway_requests", "gateway_cost", "gateway_decisions", "gen_ai_client_operation_duration",
+        "gen_ai_client_token_usage", "gateway_time_to_first_token", "gateway_policy_evaluation_duration",
+        "gateway_classification_duration", "gateway_audit_commit_duration", "gateway_breaker_open",
+    )  # fmt: skip
+    for name in expected:
+        assert name in families, f"{name} missing from /metrics"
+    decisions = [s for s in families["gateway_decisions"].samples if s.name == "gateway_decisions_total"]
+    assert {s.labels["gateway_data_level"] for s in decisions} >= {"public", "confidential"}
+    assert any(s.labels["gateway_jurisdiction"] == "EU" and s.labels["gateway_decision"] == "allow" for s in decisions)
+    breakers = {s.labels["gateway_deployment"]: s.value for s in families["gateway_breaker_open"].samples}
+    assert breakers == {"local-smollm2": 0, "ext-cheap": 0, "ext-pricey": 0}
+    tokens = families["gen_ai_client_token_usage"].samples
+    assert any(s.name.endswith("_count") and s.labels.get("gen_ai_token_type") == "output" for s in tokens)
+
+
+def test_json_log_lines_carry_request_and_trace_ids() -> None:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonLogFormatter())
+    logger = logging.getLogger("gateway.test-json")
+    logger.addHandler(handler)
+    token = log_context.set({"request_id": "req_1", "trace_id": TRACE_ID})
+    try:
+        try:
+            raise ValueError(CANARY)
+        except ValueError:
+            logger.exception("upstream failed")
+    finally:
+        log_context.reset(token)
+        logger.removeHandler(handler)
+    line = json.loads(stream.getvalue())
+    assert line["request_id"] == "req_1" and line["trace_id"] == TRACE_ID and line["message"] == "upstream failed"
+    assert line["exc_type"] == "ValueError" and CANARY not in stream.getvalue()
