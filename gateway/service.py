@@ -234,6 +234,7 @@ class Gateway:
                 "needs": list(request.needs),
                 "est_input_tokens": est_input,
                 "max_output_tokens": max_output,
+                "choices": request.choices,
             },
             classification=ctx.classification,
             deployments=[d.policy_view(healthy=self.deployment_healthy(d)) for d in candidates],

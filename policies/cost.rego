@@ -3,12 +3,14 @@
 # description: >-
 #   A tenant may cap the worst-case cost of one request per data level
 #   (input.tenant.cost_ceiling_usd[level], USD). Worst case = est_input_tokens x
-#   price.input_per_mtok + max_output_tokens x price.output_per_mtok, per million tokens
-#   (the deployment registry's prices). A deployment without a usable price is excluded
-#   when a ceiling applies.
+#   price.input_per_mtok + max_output_tokens x choices x price.output_per_mtok, per million
+#   tokens (the deployment registry's prices; choices = n, default 1). A deployment without a
+#   usable price is excluded when a ceiling applies.
 package gateway.routing
 
-worst_case_usd(d) := ((input.request.est_input_tokens * d.price.input_per_mtok) + (input.request.max_output_tokens * d.price.output_per_mtok)) / 1000000
+choices := object.get(input.request, "choices", 1)
+
+worst_case_usd(d) := ((input.request.est_input_tokens * d.price.input_per_mtok) + ((input.request.max_output_tokens * choices) * d.price.output_per_mtok)) / 1000000
 
 within_ceiling(d, ceiling) if worst_case_usd(d) <= ceiling
 
