@@ -455,7 +455,10 @@ class Telemetry:
         return generate_latest(self._registry)
 
     def shutdown(self) -> None:
-        """Flush and stop the exporters."""
+        """Flush and stop the exporters (idempotent)."""
+        if getattr(self, "_shut", False):
+            return
+        self._shut = True
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
 

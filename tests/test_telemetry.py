@@ -165,3 +165,146 @@ def test_json_log_lines_carry_request_and_trace_ids() -> None:
     line = json.loads(stream.getvalue())
     assert line["request_id"] == "req_1" and line["trace_id"] == TRACE_ID and line["message"] == "upstream failed"
     assert line["exc_type"] == "ValueError" and CANARY not in stream.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# OTLP export, for real: a collector on loopback receiving the protobuf the SDK sends
+# ---------------------------------------------------------------------------------------------
+
+
+class _HttpCollector:
+    """An OTLP/HTTP receiver on loopback: stores the decoded export requests per path."""
+
+    def __init__(self) -> None:
+        self.received: dict[str, list[bytes]] = {"/v1/traces": [], "/v1/metrics": []}
+
+    def __enter__(self) -> _HttpCollector:
+        import asyncio
+        import threading
+
+        from aiohttp import web
+
+        async def handle(request: Any) -> Any:
+            self.received.setdefault(request.path, []).append(await request.read())
+            return web.Response(body=b"", content_type="application/x-protobuf")
+
+        self._loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        async def serve() -> None:
+            app = web.Application()
+            app.router.add_post("/v1/traces", handle)
+            app.router.add_post("/v1/metrics", handle)
+            self._runner = web.AppRunner(app)
+            await self._runner.setup()
+            site = web.TCPSite(self._runner, "127.0.0.1", 0)
+            await site.start()
+            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            ready.set()
+
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(serve(), self._loop)
+        ready.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import asyncio
+
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+
+def _span_names(payloads: list[bytes]) -> set[str]:
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    names = set()
+    for payload in payloads:
+        request = ExportTraceServiceRequest()
+        request.ParseFromString(payload)
+        for rs in request.resource_spans:
+            for ss in rs.scope_spans:
+                names.update(span.name for span in ss.spans)
+    return names
+
+
+def _metric_names(payloads: list[bytes]) -> set[str]:
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    names = set()
+    for payload in payloads:
+        request = ExportMetricsServiceRequest()
+        request.ParseFromString(payload)
+        for rm in request.resource_metrics:
+            for sm in rm.scope_metrics:
+                names.update(m.name for m in sm.metrics)
+    return names
+
+
+def _traced_config(sim_a: ProviderSimulator, sim_b: ProviderSimulator, telemetry: dict[str, Any]) -> dict[str, Any]:
+    doc = make_config(sim_a_url=sim_a.base_url, sim_b_url=sim_b.base_url, llama_url="http://127.0.0.1:9/v1")
+    doc["telemetry"] = telemetry
+    return doc
+
+
+def test_otlp_http_export_reaches_a_collector(
+    start_gateway: Callable[..., GatewayUnderTest], sim_a: ProviderSimulator, sim_b: ProviderSimulator
+) -> None:
+    from gateway.config import TelemetryConfig
+    from gateway.telemetry import Telemetry
+
+    with _HttpCollector() as collector:
+        cfg = {"traces": "otlp_http", "metrics": "otlp_http", "endpoint": f"http://127.0.0.1:{collector.port}"}
+        gw = start_gateway(_traced_config(sim_a, sim_b, {**cfg, "export_interval_s": 0.2}))
+        r = gw.post(CHAT, json={"model": "external", "messages": [{"role": "user", "content": CANARY}]})
+        assert r.status_code == 200
+        telemetry: Telemetry = gw.server.app.state.gateway.telemetry
+        assert isinstance(telemetry.config, TelemetryConfig)
+        telemetry.tracer_provider.force_flush()
+        telemetry.meter_provider.force_flush()
+        names = _span_names(collector.received["/v1/traces"])
+        assert {"chat external", "gateway.decide", "gateway.audit"} <= names
+        assert {"gateway.requests", "gen_ai.client.operation.duration"} <= _metric_names(
+            collector.received["/v1/metrics"]
+        )
+        assert all(CANARY.encode() not in p for path in collector.received for p in collector.received[path])
+        telemetry.shutdown()  # before the collector goes: no export retries against a closed port
+
+
+def test_otlp_grpc_export_reaches_a_collector(
+    start_gateway: Callable[..., GatewayUnderTest], sim_a: ProviderSimulator, sim_b: ProviderSimulator
+) -> None:
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    from tests.support.servers import free_port
+
+    received: list[bytes] = []
+
+    class Traces(trace_service_pb2_grpc.TraceServiceServicer):  # type: ignore[misc]
+        def Export(self, request: Any, context: Any) -> Any:
+            received.append(request.SerializeToString())
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    port = free_port()
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Traces(), server)
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    try:
+        gw = start_gateway(
+            _traced_config(sim_a, sim_b, {"traces": "otlp_grpc", "endpoint": f"http://127.0.0.1:{port}"})
+        )
+        assert (
+            gw.post(CHAT, json={"model": "external", "messages": [{"role": "user", "content": "hi"}]}).status_code
+            == 200
+        )
+        telemetry = gw.server.app.state.gateway.telemetry
+        telemetry.tracer_provider.force_flush()
+        assert {"chat external", "gateway.classify"} <= _span_names(received)
+        telemetry.shutdown()  # before the collector goes: no export retries against a closed port
+    finally:
+        server.stop(0)
