@@ -77,7 +77,7 @@ def _quiet_helm(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
 # Helm chart: rendered manifests against the Kubernetes schemas
 # ---------------------------------------------------------------------------------------------
 
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "opa-sidecar-fixed-replicas": {
         "opaSidecar": {"enabled": True},
