@@ -385,3 +385,19 @@ def test_the_image_builds_runs_as_non_root_and_has_a_healthcheck() -> None:  # p
     assert "/healthz" in " ".join(config["Healthcheck"]["Test"])
     out = subprocess.run([docker, "run", "--rm", tag, "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "serve" in out.stdout
+
+
+def test_the_deployment_guide_example_is_a_valid_configuration() -> None:
+    """docs/deploy.md's one-entry-per-model example loads (with a tenant and the external
+    deployment its alias names), and the jurisdictions it sets match a rule it explains."""
+    text = (ROOT / "docs" / "deploy.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if b.startswith("deployments:")]
+    assert len(blocks) == 1
+    document = yaml.safe_load(blocks[0])
+    external = load_config(DEPLOY / "gateway.compose.yaml").deployment("mistral-small-eu")
+    document["deployments"].append(external.model_dump(exclude_none=True))
+    document["tenants"] = {"acme-eu": {"home_region": "eu", "allowed": {"internal": {"jurisdictions": ["EU"]}}}}
+    config = parse_config(document, source="docs/deploy.md")
+    local = [d for d in config.deployments if d.locality == "local"]
+    assert len(local) == 4 and {d.jurisdiction for d in local} == {"EU"}
+    assert all(d.price.input_per_mtok > 0 for d in local), "local models are priced at their amortised cost"
