@@ -11,16 +11,15 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 import os
 import re
 import shutil
 import subprocess
-from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import helm_python as helm
 import jsonschema
 import pytest
 import yaml
@@ -31,8 +30,6 @@ from gateway.errors import ConfigError
 from gateway.policy import load_bundle
 from gateway.policy.embedded import check_bundle
 from tests.conftest import ROOT
-
-helm = pytest.importorskip("helm_python")
 
 DEPLOY = ROOT / "deploy"
 CHART = DEPLOY / "helm" / "sovereign-gateway"
@@ -65,12 +62,6 @@ def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[
     found = [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
     assert len(found) == 1, f"expected one {kind} {name or ''}, found {[d['metadata']['name'] for d in found]}"
     return found[0]
-
-
-@pytest.fixture(autouse=True)
-def _quiet_helm(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    caplog.set_level(logging.WARNING)
-    yield
 
 
 # ---------------------------------------------------------------------------------------------
