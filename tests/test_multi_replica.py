@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -268,6 +269,65 @@ def test_a_policy_activated_through_one_replica_is_in_force_on_the_other_within_
         assert time.monotonic() - reopened_at < 1.0, "re-opening did not reach the other replica within a second"
         time.sleep(0.05)
     assert r.status_code == 200, r.text
+
+
+@pytest.mark.skipif(shutil.which("nginx") is None, reason="nginx is not installed (apt-get install nginx-light)")
+def test_through_the_compose_load_balancer_config_both_replicas_serve_and_streams_pass(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """deploy/nginx.conf in front of the two processes (host names swapped for their ports):
+    requests are spread over both replicas, and an SSE stream passes through."""
+    a, b = cluster.replicas
+    port = free_port()
+    conf = (ROOT / "deploy" / "nginx.conf").read_text(encoding="utf-8")
+    conf = conf.replace("gateway-1:8080", f"127.0.0.1:{a.port}").replace("gateway-2:8080", f"127.0.0.1:{b.port}")
+    conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{port};")
+    assert f"127.0.0.1:{a.port}" in conf and f"listen 127.0.0.1:{port};" in conf
+    (tmp_path / "nginx.conf").write_text(conf, encoding="utf-8")
+    nginx = subprocess.Popen(
+        [
+            "nginx", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", str(tmp_path / "error.log"),
+            "-g", f"daemon off; pid {tmp_path / 'nginx.pid'};",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        lb = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                if lb.get("/nginx-health").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline and nginx.poll() is None, (tmp_path / "error.log").read_text()
+            time.sleep(0.1)
+        auth = {"authorization": f"Bearer {APP_KEY}"}
+        ids = []
+        for i in range(6):
+            cluster.sent += 1
+            r = lb.post(CHAT, json=_body(f"via lb {i}"), headers=auth)
+            assert r.status_code == 200, r.text
+            ids.append(r.headers["x-request-id"])
+        cluster.sent += 1
+        with lb.stream("POST", CHAT, json={**_body("stream via lb"), "stream": True}, headers=auth) as s:
+            assert s.status_code == 200 and s.headers["content-type"].startswith("text/event-stream")
+            lines = [line for line in s.iter_lines() if line]
+        assert lines[-1] == "data: [DONE]" and len(lines) > 2
+        lb.close()
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
+
+    async def chains_of(request_ids: list[str]) -> set[str]:
+        store = AuditStore.from_url(cluster.audit_url)
+        try:
+            return {r["chain_id"] for r in await store.list(limit=1000) if r["request_id"] in request_ids}
+        finally:
+            await store.aclose()
+
+    assert len(asyncio.run(chains_of(ids))) == 2, "the balancer sent requests to both replicas"
 
 
 def test_after_both_stop_every_audit_chain_verifies(cluster: Cluster) -> None:
