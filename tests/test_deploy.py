@@ -425,3 +425,18 @@ def test_gateway_config_check_passes_on_the_chart_config(tmp_path: Path) -> None
     document = yaml.safe_load(one(docs, "ConfigMap", "sg-sovereign-gateway-config")["data"]["gateway.yaml"])
     out = _config_check(document, ROOT / "policies", tmp_path)
     assert f"policy {load_bundle(ROOT / 'policies').revision}" in out
+
+
+@pytest.mark.parametrize(
+    ("values", "where"),
+    [
+        ({"opaSidecar": {"enabeld": True}}, "/opaSidecar"),
+        ({"replicaCount": 0}, "/replicaCount"),
+        ({"config": {"deployments": [], "tenants": {"t": {}}}}, "/config/deployments"),
+        ({"providerKeys": {"env": [{"name": "X"}]}}, "/providerKeys/env/0"),
+    ],
+    ids=["typo", "zero-replicas", "no-deployments", "env-without-secret"],
+)
+def test_values_schema_refuses_mistakes_before_anything_renders(values: dict[str, Any], where: str) -> None:
+    with helm.Chart.load(str(CHART)) as chart, pytest.raises(helm.HelmError, match=where):
+        chart.render(_merge(REQUIRED, values), name="sg", namespace="llm")
