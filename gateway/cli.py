@@ -441,6 +441,21 @@ def audit_public_key(config: ConfigOpt = Path("gateway.yaml")) -> None:
     typer.echo(Signer.from_file(Path(_load(config).audit.signing_key_file), create=False).public_pem(), nl=False)
 
 
+async def _record_cli_change(audit: Any, endpoint: str, detail: dict[str, Any]) -> None:
+    """One audit record for a change made from the CLI (``admin``: what, from, to; never a
+    secret), in this process's own short chain. Exits 1 if the change was made but could not
+    be recorded."""
+    from gateway.context import RequestContext
+    from gateway.errors import GatewayError
+
+    ctx = RequestContext(endpoint=endpoint, status="ok", http_status=200, admin={"action": endpoint, **detail})
+    try:
+        await audit.record_outcome(ctx)
+    except GatewayError as exc:
+        err.print(f"[bold red]error[/]: the change was made but not recorded in the audit chain: {exc.message}")
+        raise typer.Exit(1) from None
+
+
 def _keys_change(
     config: Path, endpoint: str, op: Callable[[Any], Awaitable[tuple[dict[str, Any], dict[str, Any]]]]
 ) -> dict[str, Any]:
@@ -449,7 +464,6 @@ def _keys_change(
     reason (naming the option) if the change is refused, 1 if it happened but was not recorded."""
     from gateway.audit.ledger import Signer
     from gateway.audit.store import AuditStore
-    from gateway.context import RequestContext
     from gateway.errors import GatewayError
     from gateway.keystore import KeyAdmin, KeyStore
 
@@ -467,12 +481,7 @@ def _keys_change(
                 option = f" ({_cli_name(exc.param)})" if exc.param and exc.param != "body" else ""
                 err.print(f"[bold red]error[/]: {exc.message}{option}")
                 raise typer.Exit(2) from None
-            ctx = RequestContext(endpoint=endpoint, status="ok", http_status=200, admin={"action": endpoint, **detail})
-            try:
-                await audit.record_outcome(ctx)
-            except GatewayError as exc:
-                err.print(f"[bold red]error[/]: the change was made but not recorded in the audit chain: {exc.message}")
-                raise typer.Exit(1) from None
+            await _record_cli_change(audit, endpoint, detail)
             return body
         finally:
             await audit.aclose()
@@ -651,7 +660,6 @@ def _policy_change(
     Exits 2 naming the reason when refused, 1 when done but not recorded."""
     from gateway.audit.ledger import Signer
     from gateway.audit.store import AuditStore
-    from gateway.context import RequestContext
     from gateway.errors import GatewayError
     from gateway.policy import load_bundle
     from gateway.policy.embedded import EmbeddedEngine, PolicyLoadError
@@ -682,13 +690,7 @@ def _policy_change(
                 raise typer.Exit(2) from None
             finally:
                 await engine.aclose()
-            detail = {k: result[k] for k in detail_keys if k in result}
-            ctx = RequestContext(endpoint=endpoint, status="ok", http_status=200, admin={"action": endpoint, **detail})
-            try:
-                await audit.record_outcome(ctx)
-            except GatewayError as exc:
-                err.print(f"[bold red]error[/]: the change was made but not recorded in the audit chain: {exc.message}")
-                raise typer.Exit(1) from None
+            await _record_cli_change(audit, endpoint, {k: result[k] for k in detail_keys if k in result})
             return result
         finally:
             await audit.aclose()

@@ -8,7 +8,6 @@ did what, from which revision to which.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from typing import Any
 
@@ -26,6 +25,7 @@ from gateway.policy.embedded import PolicyLoadError
 from gateway.policy.manager import PolicyManager
 from gateway.policy.replay import explain, whatif
 from gateway.policy.testing import PolicyCase, cases_from_documents
+from gateway.schemas import parse_body
 from gateway.service import Gateway
 
 __all__ = ["parse_since", "router"]
@@ -53,14 +53,10 @@ def parse_since(value: Any, *, param: str = "since", now: dt.datetime | None = N
 
 
 async def _json_object(request: Request, gateway: Gateway) -> dict[str, Any]:
+    """The body as a JSON object; an empty body is ``{}`` (every field optional). Raises
+    InvalidRequest (param ``body``) or PayloadTooLarge."""
     raw = await read_body(request, gateway.config.server.max_body_bytes)
-    try:
-        body = json.loads(raw or b"{}")
-    except ValueError as exc:
-        raise InvalidRequest(f"body is not valid JSON: {exc}", param="body") from None
-    if not isinstance(body, dict):
-        raise InvalidRequest("body must be a JSON object", param="body")
-    return body
+    return parse_body(raw) if raw.strip() else {}
 
 
 def _bundle(body: dict[str, Any]) -> PolicyBundle:

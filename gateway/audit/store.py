@@ -119,6 +119,23 @@ def _entry_dict(row: Any) -> dict[str, Any]:
     }
 
 
+def _record_from_row(row: Any) -> dict[str, Any]:
+    """The record a ledger row carries, with its place in the chain; a decision entry
+    without its outcome yet reads as status ``pending``."""
+    body = json.loads(row.body)
+    record = dict(body["record"])
+    if row.kind == "decision":
+        record["status"] = "pending"
+    record.update(
+        id=int(row.id),
+        chain_id=row.chain_id,
+        seq=int(row.seq),
+        request_id=body["request_id"],
+        created_at=body["created_at"],
+    )
+    return record
+
+
 def _checkpoint_dict(row: Any) -> dict[str, Any]:
     return {
         "type": "checkpoint",
@@ -231,21 +248,7 @@ class AuditStore:
                 rows = (await conn.execute(query)).all()
         except (SQLAlchemyError, OSError) as exc:
             raise AuditUnavailable(f"audit store unavailable: {type(exc).__name__}") from exc
-        out = []
-        for row in rows:
-            body = json.loads(row.body)
-            record = dict(body["record"])
-            if row.kind == "decision":
-                record["status"] = "pending"
-            record.update(
-                id=int(row.id),
-                chain_id=row.chain_id,
-                seq=int(row.seq),
-                request_id=body["request_id"],
-                created_at=body["created_at"],
-            )
-            out.append(record)
-        return out
+        return [_record_from_row(row) for row in rows]
 
     async def iter_records(self, **filters: Any) -> AsyncIterator[dict[str, Any]]:
         """Every record matching ``filters`` (as :meth:`list`), newest first, page by page."""
@@ -283,19 +286,7 @@ class AuditStore:
             raise AuditUnavailable(f"audit store unavailable: {type(exc).__name__}") from exc
         if not rows:
             return None
-        row = next((r for r in rows if r.kind == "outcome"), rows[0])
-        body = json.loads(row.body)
-        record = dict(body["record"])
-        if row.kind == "decision":
-            record["status"] = "pending"
-        record.update(
-            id=int(row.id),
-            chain_id=row.chain_id,
-            seq=int(row.seq),
-            request_id=body["request_id"],
-            created_at=body["created_at"],
-        )
-        return record
+        return _record_from_row(next((r for r in rows if r.kind == "outcome"), rows[0]))
 
     async def export(self) -> AsyncIterator[dict[str, Any]]:
         """Every entry then every checkpoint, in chain order (the JSONL export format of
