@@ -309,6 +309,23 @@ def test_compose_stack_has_two_replicas_behind_the_balancer_and_the_shared_servi
     assert "proxy_buffering off" in nginx, "SSE streams must pass through"
 
 
+def test_compose_references_resolve() -> None:
+    """What `docker compose config` would refuse: depends_on naming no service, a named volume
+    not declared, a profiled service that an always-on one depends on."""
+    document = _compose()
+    services = document["services"]
+    declared = set(document.get("volumes", {}))
+    for name, service in services.items():
+        for dependency in service.get("depends_on", {}):
+            assert dependency in services, f"{name} depends on unknown service {dependency}"
+            if not service.get("profiles"):
+                assert not services[dependency].get("profiles"), f"{name} needs {dependency}, which is in a profile"
+        for volume in service.get("volumes", []):
+            source = volume.split(":")[0]
+            if not source.startswith((".", "/")):
+                assert source in declared, f"{name} uses undeclared volume {source}"
+
+
 def test_compose_bind_mounts_exist() -> None:
     for name, service in _compose()["services"].items():
         for volume in service.get("volumes", []):
