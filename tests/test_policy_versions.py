@@ -213,8 +213,9 @@ def test_activating_an_unknown_revision_is_404(gw: GatewayUnderTest) -> None:
 def test_bad_push_bodies_name_the_field(gw: GatewayUnderTest) -> None:
     assert _admin(gw, POLICIES, {"modules": {}}).json()["error"]["param"] == "modules"
     assert _admin(gw, POLICIES, {"modules": {"a.rego": 1}}).json()["error"]["param"] == "modules"
-    bad_data = _admin(gw, POLICIES, {**_with_module({}), "data": [1]})
-    assert bad_data.status_code == 400 and bad_data.json()["error"]["param"] == "data"
+    for data in ([1], {"killswitch": True}):
+        bad_data = _admin(gw, POLICIES, {**_with_module({}), "data": data})
+        assert bad_data.status_code == 400 and bad_data.json()["error"]["param"] == "data", bad_data.text
     r = gw.post(POLICIES, key=ADMIN_KEY, content=b"{nope")
     assert r.status_code == 400 and r.json()["error"]["param"] == "body"
 

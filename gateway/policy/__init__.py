@@ -70,8 +70,7 @@ class PolicyBundle:
         for name, source in modules.items():
             if not isinstance(name, str) or not name.endswith(".rego") or not isinstance(source, str):
                 raise ValueError(f"module {name!r}: names end in .rego and sources are strings")
-        if not isinstance(data, dict):
-            raise ValueError("data must be a JSON object")
+        _check_data(data)
         return cls(modules, data)
 
     def with_data(self, path: Sequence[str], value: Any) -> PolicyBundle:
@@ -84,6 +83,16 @@ class PolicyBundle:
                 raise ValueError(f"data.{'.'.join(path)}: {part} is not an object")
         node[path[-1]] = value
         return PolicyBundle(self.modules, data)
+
+
+def _check_data(data: Any) -> None:
+    """Policy data is an object whose top-level values are objects (each is written to OPA as
+    one document, ``PUT /v1/data/<key>``). Raises ValueError naming the key."""
+    if not isinstance(data, dict):
+        raise ValueError("data must be a JSON object")
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            raise ValueError(f"data.{key} must be a JSON object (policy data is grouped under top-level keys)")
 
 
 def _canonical(value: Any) -> bytes:
@@ -122,6 +131,7 @@ def load_bundle(path: Path) -> PolicyBundle:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{rel}: not valid JSON: {exc}") from exc
         _merge_data(data, rel.parent.parts, value, str(rel))
+    _check_data(data)
     modules = {str(p.relative_to(path)): p.read_text(encoding="utf-8") for p in files}
     return PolicyBundle(modules, data)
 
