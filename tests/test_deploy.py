@@ -291,7 +291,8 @@ def test_compose_stack_has_two_replicas_behind_the_balancer_and_the_shared_servi
     assert services["lb"]["ports"] == ["8080:8080"]
     for name in ("gateway-1", "gateway-2"):
         gw = services[name]
-        assert gw["image"] == services["init"]["image"]
+        assert gw["image"] == services["init"]["image"] and "build" in services["init"]
+        assert "build" not in gw and gw["pull_policy"] == "never", "the image is built once, by init"
         assert "gateway-keys:/var/lib/gateway/keys" in gw["volumes"], "replicas share one audit signing key"
         assert gw["depends_on"]["init"] == {"condition": "service_completed_successfully"}
         assert gw["depends_on"]["postgres"] == {"condition": "service_healthy"}
