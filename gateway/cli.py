@@ -907,24 +907,20 @@ def audit_explain(
 
 @config_app.command("check")
 def config_check(config: ConfigOpt = Path("gateway.yaml")) -> None:
-    """Validate gateway.yaml and compile the policy; exit 2 with the reason if invalid."""
-    from gateway.main import build_gateway, close_gateway
+    """Validate gateway.yaml and every file it names: compile the policy and check its
+    builtins, load the audit keys (created if missing, as at start) and tokenizers. Touches no
+    database, network or telemetry. Exit 2 with the reason if invalid."""
+    from gateway.main import load_static_parts
 
     cfg = _load(config)
-
-    async def check() -> str:
-        gateway = await build_gateway(cfg)
-        try:
-            return gateway.engine.revision
-        finally:
-            await close_gateway(gateway)
-
     try:
-        revision = asyncio.run(check())
+        parts = load_static_parts(cfg)
     except ConfigError as exc:
         err.print(f"[bold red]configuration error[/]: {exc.message}")
         raise typer.Exit(2) from None
-    typer.echo(f"{config}: ok ({len(cfg.deployments)} deployments, {len(cfg.tenants)} tenants, policy {revision})")
+    typer.echo(
+        f"{config}: ok ({len(cfg.deployments)} deployments, {len(cfg.tenants)} tenants, policy {parts.bundle.revision})"
+    )
 
 
 def main() -> None:

@@ -14,6 +14,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before anything
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,9 @@ from gateway.health import HealthMonitor
 from gateway.keystore import KEYS_TOPIC, KeyAdmin, KeyStore
 from gateway.limits import build_limiter
 from gateway.notify import ChangeWatcher
-from gateway.policy import PolicyEngine, load_bundle
+from gateway.policy import PolicyBundle, PolicyEngine, load_bundle
 from gateway.policy.cache import CachedEngine
-from gateway.policy.embedded import EmbeddedEngine, PolicyLoadError
+from gateway.policy.embedded import EmbeddedEngine, PolicyLoadError, check_bundle
 from gateway.policy.manager import TOPIC as POLICY_TOPIC
 from gateway.policy.manager import PolicyManager
 from gateway.policy.opa import OpaEngine
@@ -54,29 +55,37 @@ from gateway.service import Gateway
 from gateway.telemetry import PROMETHEUS_CONTENT_TYPE, Telemetry, configure_logging
 from gateway.tokens import TokenCounter, build_token_counter
 
-__all__ = ["build_gateway", "create_app"]
+__all__ = ["StaticParts", "build_gateway", "create_app", "load_static_parts"]
 
 log = logging.getLogger("gateway")
 
 
-async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) -> Gateway:
-    """Wire every stage from ``config``. Raises ConfigError if the policy cannot load."""
+@dataclass
+class StaticParts:
+    """What a config refers to on disk, loaded and checked without starting anything:
+    the policy bundle (compiled, builtins checked), the audit keys (created if missing, as the
+    gateway does at start), the adapters and the tokenizers."""
+
+    policy_dir: Path
+    bundle: PolicyBundle
+    signer: Signer
+    digester: Digester
+    sealer: PromptSealer | None
+    adapters: dict[str, Any]
+    token_counters: dict[str, TokenCounter]
+
+
+def load_static_parts(config: GatewayConfig) -> StaticParts:
+    """Load and check every file ``config`` names. Raises ConfigError naming the field.
+    No database, network or telemetry is touched (``gateway config check`` runs only this)."""
     policy_dir = Path(config.policy.path)
     if not policy_dir.is_absolute() and config.source not in ("<memory>", ""):
         policy_dir = Path(config.source).resolve().parent / policy_dir
     try:
         bundle = load_bundle(policy_dir)
-        engine: PolicyEngine
-        if config.policy.engine == "opa":  # url validated by PolicyConfig; "" would raise ValueError
-            engine = OpaEngine(
-                bundle, url=config.policy.url or "", timeout_ms=config.policy.timeout_ms, push=config.policy.opa_push
-            )
-        else:
-            engine = EmbeddedEngine(bundle, timeout_ms=config.policy.timeout_ms)
+        check_bundle(bundle)
     except (OSError, ValueError, PolicyLoadError) as exc:
         raise ConfigError(config.source, "policy.path", str(exc)) from exc
-    if config.policy.cache_size:
-        engine = CachedEngine(engine, size=config.policy.cache_size)
     try:
         signer = Signer.from_file(Path(config.audit.signing_key_file))
     except (OSError, ValueError) as exc:
@@ -101,6 +110,25 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
                 token_counters[dep.id] = build_token_counter(dep.tokenizer, base=config_dir)
             except (OSError, ValueError) as exc:
                 raise ConfigError(config.source, f"deployments.{i}.tokenizer", str(exc)) from exc
+    return StaticParts(policy_dir, bundle, signer, digester, sealer, adapters, token_counters)
+
+
+async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) -> Gateway:
+    """Wire every stage from ``config``. Raises ConfigError if a file it names cannot load."""
+    parts = load_static_parts(config)
+    policy_dir, bundle, signer, digester, sealer = (
+        parts.policy_dir, parts.bundle, parts.signer, parts.digester, parts.sealer,
+    )  # fmt: skip
+    adapters, token_counters = parts.adapters, parts.token_counters
+    engine: PolicyEngine
+    if config.policy.engine == "opa":  # url validated by PolicyConfig
+        engine = OpaEngine(
+            bundle, url=config.policy.url or "", timeout_ms=config.policy.timeout_ms, push=config.policy.opa_push
+        )
+    else:
+        engine = EmbeddedEngine(bundle, timeout_ms=config.policy.timeout_ms)
+    if config.policy.cache_size:
+        engine = CachedEngine(engine, size=config.policy.cache_size)
     breaker_cfg, health_cfg = config.server.breaker, config.server.health
     breaker: CircuitBreaker
     if config.limits_store.kind == "redis" and config.limits_store.url:  # shared with the limits store's Redis
