@@ -37,6 +37,7 @@ __all__ = [
     "InvalidRequest",
     "LimitsUnavailable",
     "MethodNotAllowed",
+    "NoHealthyDeployment",
     "NotFound",
     "PayloadTooLarge",
     "PermissionDenied",
@@ -147,6 +148,20 @@ class PolicyDenied(PermissionDenied):
         out = super().body()
         out["error"]["reasons"] = self.reasons
         return out
+
+
+class NoHealthyDeployment(PolicyDenied):
+    """The policy's only reason to exclude every deployment is that none is healthy (breaker
+    open, failed health checks, no credentials): an outage, answered 503 so clients retry,
+    still recorded as a deny with the policy's reasons."""
+
+    status = 503
+    error_type = "service_unavailable"
+    code = "no_healthy_deployment"
+
+    def headers(self) -> dict[str, str]:
+        """``Retry-After`` (seconds): a breaker cooldown or the next health probe."""
+        return {"Retry-After": "5"}
 
 
 class NotFound(GatewayError):

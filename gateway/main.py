@@ -51,6 +51,7 @@ from gateway.policy.manager import TOPIC as POLICY_TOPIC
 from gateway.policy.manager import PolicyManager
 from gateway.policy.opa import OpaEngine
 from gateway.policy.store import PolicyStore
+from gateway.policy.testing import PolicyCase, load_tests
 from gateway.service import Gateway
 from gateway.telemetry import PROMETHEUS_CONTENT_TYPE, Telemetry, configure_logging
 from gateway.tokens import TokenCounter, build_token_counter
@@ -73,6 +74,7 @@ class StaticParts:
     sealer: PromptSealer | None
     adapters: dict[str, Any]
     token_counters: dict[str, TokenCounter]
+    policy_tests: list[PolicyCase]
 
 
 def load_static_parts(config: GatewayConfig) -> StaticParts:
@@ -84,6 +86,7 @@ def load_static_parts(config: GatewayConfig) -> StaticParts:
     try:
         bundle = load_bundle(policy_dir)
         check_bundle(bundle)
+        policy_tests = load_tests(policy_dir)
     except (OSError, ValueError, PolicyLoadError) as exc:
         raise ConfigError(config.source, "policy.path", str(exc)) from exc
     try:
@@ -110,7 +113,7 @@ def load_static_parts(config: GatewayConfig) -> StaticParts:
                 token_counters[dep.id] = build_token_counter(dep.tokenizer, base=config_dir)
             except (OSError, ValueError) as exc:
                 raise ConfigError(config.source, f"deployments.{i}.tokenizer", str(exc)) from exc
-    return StaticParts(policy_dir, bundle, signer, digester, sealer, adapters, token_counters)
+    return StaticParts(policy_dir, bundle, signer, digester, sealer, adapters, token_counters, policy_tests)
 
 
 async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) -> Gateway:
@@ -167,7 +170,12 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         checkpoint_interval_s=config.audit.checkpoint_interval_s,
     )
     policies = PolicyManager(
-        engine, PolicyStore(audit.engine), file_bundle=bundle, source=str(policy_dir), redis_url=notify_url
+        engine,
+        PolicyStore(audit.engine),
+        file_bundle=bundle,
+        source=str(policy_dir),
+        redis_url=notify_url,
+        default_tests=parts.policy_tests,
     )
     policy_watcher = ChangeWatcher(
         POLICY_TOPIC, policies.refresh, redis_url=notify_url, poll_interval_s=config.policy.poll_interval_s

@@ -36,6 +36,7 @@ from gateway.context import DataLevel, RequestContext
 from gateway.errors import (
     GatewayError,
     InvalidRequest,
+    NoHealthyDeployment,
     NotFound,
     PermissionDenied,
     PolicyDenied,
@@ -246,6 +247,13 @@ class Gateway:
             reasons = list(decision.reasons) + [
                 f"{dep}: {reason}" for dep, rs in decision.excluded.items() for reason in rs
             ]
+            # a deployment that only its health keeps out would have served it: an outage (503)
+            if any(set(r) == {"unhealthy"} for r in decision.rules.values()):
+                raise NoHealthyDeployment(
+                    f"no deployment behind {request.model!r} is healthy right now (breaker open, failed health "
+                    "checks or no credentials); retry later; see reasons",
+                    reasons=reasons,
+                )
             raise PolicyDenied(
                 f"no deployment behind {request.model!r} is eligible for this {ctx.classification.level.label} "
                 "request; see reasons",

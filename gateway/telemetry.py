@@ -68,6 +68,8 @@ __all__ = ["PROMETHEUS_CONTENT_TYPE", "JsonLogFormatter", "Telemetry", "configur
 
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+_log = logging.getLogger("gateway.requests")
+
 log_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("gateway_log_context", default={})  # noqa: B039
 """Request id and trace id of the request being handled, added to every JSON log line."""
 
@@ -88,6 +90,9 @@ class JsonLogFormatter(logging.Formatter):
     """One JSON object per line: ``ts``, ``level``, ``logger``, ``message``, the current
     request's ``request_id`` and ``trace_id`` (when inside a request), ``exc_type`` for errors.
 
+    ``fields`` passed as ``extra={"fields": {...}}`` are merged in (the per-request line:
+    endpoint, status, HTTP status, latency ms, deployment, data level, decision).
+
     The message is the log call's own text; the gateway never logs prompt or completion
     content, header values or keys, and exceptions are reduced to their type (their text
     could quote an upstream body).
@@ -101,6 +106,7 @@ class JsonLogFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
             **log_context.get(),
+            **getattr(record, "fields", {}),
         }
         if record.exc_info and record.exc_info[0] is not None:
             entry["exc_type"] = record.exc_info[0].__name__
@@ -413,6 +419,22 @@ class Telemetry:
         span.end()
 
         elapsed_s = ctx.elapsed_ms() / 1000.0
+        _log.info(
+            "request finished",
+            extra={
+                "fields": {
+                    "request_id": ctx.request_id,
+                    "trace_id": ctx.trace_id,
+                    "endpoint": ctx.endpoint,
+                    "status": ctx.status,
+                    "http_status": ctx.http_status,
+                    "latency_ms": round(elapsed_s * 1000.0, 2),
+                    "deployment": ctx.chosen,
+                    "data_level": level,
+                    "decision": decision,
+                }
+            },
+        )
         base = {"gen_ai.operation.name": operation}
         if ctx.requested_model:
             base["gen_ai.request.model"] = requested or "unknown"

@@ -48,6 +48,16 @@ def test_open_breaker_excludes_the_deployment_without_calling_it(
     assert "ext-cheap" in rec["excluded"] and any("unhealthy" in x for x in rec["excluded"]["ext-cheap"])
     assert [a["deployment"] for a in rec["attempts"]] == ["ext-pricey"]
 
+    # Only ext-cheap may take EU-only (internal) data: its open breaker is an outage, not a
+    # policy refusal — 503 with Retry-After, recorded as a deny naming the unhealthy deployment.
+    internal = {**REQ, "messages": [{"role": "user", "content": "internal note"}]}
+    r = gw.post(CHAT, json=internal, headers={"x-data-classification": "internal"})
+    assert r.status_code == 503 and r.json()["error"]["code"] == "no_healthy_deployment", r.text
+    assert int(r.headers["retry-after"]) > 0 and any("unhealthy" in x for x in r.json()["error"]["reasons"])
+    rec = gw.record(r.headers["x-request-id"])
+    assert rec["status"] == "denied" and rec["excluded_rules"]["ext-cheap"] == ["unhealthy"]
+    assert len(sim_a.requests) == 2
+
 
 def test_retries_stay_on_the_deployment_with_backoff_and_the_deadline_ends_the_request(
     start_gateway: Callable[..., GatewayUnderTest], sim_a: ProviderSimulator, sim_b: ProviderSimulator, llama: str

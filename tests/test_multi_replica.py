@@ -149,7 +149,13 @@ def _config(sim: ProviderSimulator, tmp: Path, prefix: str) -> dict[str, Any]:
         "keys": [
             {"id": "k_limited", "hash": hash_key(LIMITED_KEY), "tenant": "acme-eu", "limits": {"rpm": 3}},
             {"id": "k_app", "hash": hash_key(APP_KEY), "tenant": "acme-eu"},
-            {"id": "k_admin", "hash": hash_key(ADMIN_KEY), "tenant": "acme-eu", "roles": ["admin", "app"]},
+            {
+                "id": "k_admin",
+                "hash": hash_key(ADMIN_KEY),
+                "tenant": "acme-eu",
+                "roles": ["admin", "app"],
+                "all_tenants": True,
+            },
         ],
     }
 

@@ -477,7 +477,8 @@ def test_opa_mode_activation_pushes_the_version_and_a_refused_one_changes_nothin
 
     with FakeOpa() as opa:
         doc = make_config(sim_a_url=sim_a.base_url, sim_b_url=sim_b.base_url, llama_url=sim_a.base_url)
-        doc["keys"].append({"id": "k_opa_admin", "hash": hash_key(ADMIN_KEY), "tenant": "acme-eu", "roles": ["admin"]})
+        admin = {"id": "k_opa_admin", "hash": hash_key(ADMIN_KEY), "tenant": "acme-eu", "roles": ["admin"]}
+        doc["keys"].append({**admin, "all_tenants": True})
         doc["policy"].update({"engine": "opa", "url": opa.url, "cache_size": 0})
         gw = start_gateway(doc)
         assert gw.post(CHAT, json=REQ).status_code == 200

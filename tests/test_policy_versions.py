@@ -36,6 +36,7 @@ from tests.support.provider_sim import ProviderSimulator
 
 POLICY_DIR = ROOT / "policies"
 ADMIN_KEY = "sk-test-policy-admin"
+TENANT_ADMIN_KEY = "sk-test-policy-tenant-admin"
 POLICIES = "/v1/admin/policies"
 CHAT = "/v1/chat/completions"
 EXTERNAL = {"model": "external", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
@@ -89,7 +90,11 @@ def test_every_exclusion_rule_carries_metadata_with_title_short_name_and_message
 
 def _doc(sim_a: ProviderSimulator, sim_b: ProviderSimulator, **policy: Any) -> dict[str, Any]:
     doc = make_config(sim_a_url=sim_a.base_url, sim_b_url=sim_b.base_url, llama_url="http://127.0.0.1:9/v1")
-    doc["keys"].append({"id": "k_policy_admin", "hash": hash_key(ADMIN_KEY), "tenant": "acme-eu", "roles": ["admin"]})
+    admin = {"id": "k_policy_admin", "hash": hash_key(ADMIN_KEY), "tenant": "acme-eu", "roles": ["admin"]}
+    doc["keys"] += [
+        {**admin, "all_tenants": True},  # policies apply to every tenant
+        {**admin, "id": "k_tenant_admin", "hash": hash_key(TENANT_ADMIN_KEY)},
+    ]
     doc["policy"].update(policy)
     return doc
 
@@ -193,7 +198,13 @@ def test_activate_and_roll_back_are_audited_and_in_force_at_once(
     }
 
     back = _admin(gw, f"{POLICIES}/rollback")
-    assert back.status_code == 200 and back.json() == {"action": "rollback", "from": blocked_rev, "to": start}
+    assert back.status_code == 200, back.text
+    assert {k: back.json()[k] for k in ("action", "from", "to")} == {
+        "action": "rollback",
+        "from": blocked_rev,
+        "to": start,
+    }
+    assert back.json()["to_description"] == "(file)"
     assert gw.post(CHAT, json=EXTERNAL).status_code == 200
     listing = gw.client.get(POLICIES, headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
     assert [a["action"] for a in listing["activations"][:2]] == ["rollback", "activate"]
@@ -203,6 +214,80 @@ def test_activate_and_roll_back_are_audited_and_in_force_at_once(
     assert again.status_code == 200 and again.json()["to"] == blocked_rev
     assert gw.post(CHAT, json=EXTERNAL).status_code == 403
     assert _admin(gw, f"{POLICIES}/rollback", {"to": start}).json()["to"] == start
+
+
+@pytest.mark.parametrize(
+    ("modules", "fragment"),
+    [
+        ({"a.rego": "package gateway.routing\n"}, "it is undefined"),
+        ({"a.rego": 'package gateway.routing\n\ndecision := "yes"\n'}, "it is a str"),
+        ({"a.rego": "package gateway.routing\n\ndecision := {}\n"}, "it is a dict"),
+    ],
+    ids=["no-decision", "decision-not-an-object", "decision-without-allow"],
+)
+def test_a_policy_without_a_well_formed_decision_is_refused(
+    gw: GatewayUnderTest, modules: dict[str, str], fragment: str
+) -> None:
+    """policy.yaml policy-load-fails-closed: never "loaded but silently undefined"."""
+    before = _active(gw)
+    r = _admin(gw, POLICIES, {"modules": modules, "activate": True})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "policy_invalid", r.text
+    assert fragment in r.json()["error"]["message"]
+    assert _active(gw) == before
+
+
+def test_an_api_push_without_tests_runs_the_tests_beside_the_configured_policies(gw: GatewayUnderTest) -> None:
+    before = _active(gw)
+    capped = _with_module({"cap.rego": CAP_OUTPUT})
+    r = _admin(gw, POLICIES, {**capped, "activate": True})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "policy_tests_failed", r.text
+    assert _active(gw) == before
+    # With its own tests (here: none that the cap breaks) the same version is accepted.
+    own = {
+        "cap_test.yaml": "cases:\n  - name: big outputs are refused\n    input: {request: {max_output_tokens: 5000}}\n"
+        "    expect: {allow: false, rules: {local-eu: [output_cap], ext-eu: [output_cap], ext-us: [output_cap]}}\n"
+    }
+    base = json.loads((POLICY_DIR / "testdata" / "input.json").read_text())
+    ok = _admin(gw, POLICIES, {**capped, "tests": own, "test_input": base})
+    assert ok.status_code == 200 and ok.json()["tests"] == 1 and ok.json()["activated"] is False, ok.text
+    assert _active(gw) == before
+
+
+CAP_OUTPUT = """package gateway.routing
+
+# METADATA
+# title: Output cap
+# custom:
+#   short_name: output_cap
+#   message: "max output tokens above 100"
+exclusion contains {"deployment": d.id, "rule": "output_cap", "message": "max output tokens above 100"} if {
+	some d in input.deployments
+	not input.request.max_output_tokens <= 100
+}
+"""
+
+
+def test_policy_changes_need_an_all_tenant_admin_and_bad_fields_are_named(gw: GatewayUnderTest) -> None:
+    before = _active(gw)
+    for path, body in (
+        (POLICIES, _with_module({})),
+        (f"{POLICIES}/killswitch", {"blocked": True}),
+        (f"{POLICIES}/rollback", {}),
+        (f"{POLICIES}/{before}/activate", {}),
+    ):
+        r = gw.post(path, key=TENANT_ADMIN_KEY, json=body)
+        assert r.status_code == 403 and "all_tenants" in r.json()["error"]["message"], (path, r.text)
+        assert gw.record(r.headers["x-request-id"])["status"] == "forbidden"
+    assert _active(gw) == before
+    r = _admin(gw, POLICIES, {**_with_module({}), "activate": "yes"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "activate"
+    r = _admin(gw, POLICIES, {"modules": {"../escape.rego": "package gateway.routing\n"}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "modules"
+    r = _admin(gw, f"{POLICIES}/whatif", {**_with_module({}), "since": "99999999d"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "since", r.text
+    assert gw.record(r.headers["x-request-id"])["endpoint"] == "admin.policies.whatif"
+    other = gw.post(f"{POLICIES}/whatif", key=TENANT_ADMIN_KEY, json={**_with_module({}), "tenant": "globex-us"})
+    assert other.status_code == 403 and other.json()["error"]["param"] == "tenant"
 
 
 def test_activating_an_unknown_revision_is_404(gw: GatewayUnderTest) -> None:

@@ -121,6 +121,10 @@ def test_no_prompt_or_completion_content_in_spans_metrics_or_logs(
     assert CANARY not in finished_spans_text(spans)
     assert CANARY not in gw.client.get("/metrics").text
     assert CANARY not in logs.getvalue()
+    lines = [json.loads(line) for line in logs.getvalue().splitlines() if line.startswith("{")]
+    finished = [line for line in lines if line["message"] == "request finished"]
+    assert len(finished) >= 6 and all(line["request_id"].startswith("req_") and line["trace_id"] for line in finished)
+    assert {line["status"] for line in finished} >= {"ok", "denied", "invalid"}
 
 
 def test_metrics_parse_and_carry_the_gateway_metrics(

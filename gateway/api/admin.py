@@ -11,6 +11,7 @@ by the action is answered in the OpenAI error shape and recorded with its cause.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
@@ -26,6 +27,8 @@ from gateway.errors import GatewayError, NotFound
 from gateway.keystore import KeyAdmin
 from gateway.schemas import parse_body
 from gateway.service import Gateway
+
+log = logging.getLogger("gateway.admin")
 
 __all__ = ["AdminAction", "router", "run_admin"]
 
@@ -50,11 +53,14 @@ async def run_admin(
         )
         require_role(ctx.principal, "admin")
         body, detail = await action(ctx.principal)
-    except GatewayError as exc:
+    except Exception as exc:  # every admin request is recorded, an unexpected failure too
+        if not isinstance(exc, GatewayError):
+            log.exception("admin action %s failed", endpoint, exc_info=exc)
+        error = exc if isinstance(exc, GatewayError) else GatewayError("internal error")
         ctx.admin = ctx.admin or {"action": endpoint}
-        outcome = await gateway.fail(ctx, exc)
+        outcome = await gateway.fail(ctx, error)
         assert outcome.error is not None
-        return error_response(outcome.error, {"x-request-id": ctx.request_id})
+        return error_response(outcome.error, {"x-request-id": ctx.request_id, **outcome.headers})
     ctx.admin = {"action": endpoint, **detail}
     ctx.status = "ok"
     ctx.http_status = status_code

@@ -19,7 +19,7 @@ from gateway.api.deps import GatewayDep
 from gateway.api.openai import read_body
 from gateway.auth import require_role
 from gateway.context import Principal
-from gateway.errors import InvalidRequest, NotFound, PolicyUnavailable
+from gateway.errors import InvalidRequest, NotFound, PermissionDenied, PolicyUnavailable
 from gateway.policy import PolicyBundle
 from gateway.policy.embedded import PolicyLoadError
 from gateway.policy.manager import PolicyManager
@@ -43,12 +43,14 @@ def parse_since(value: Any, *, param: str = "since", now: dt.datetime | None = N
         raise InvalidRequest(f"{param} must be a duration such as 24h or an ISO 8601 time", param=param)
     now = now or dt.datetime.now(dt.UTC)
     match = _DURATION.match(value)
-    if match:
-        return now - dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
     try:
+        if match:
+            return now - dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
         moment = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise InvalidRequest(f"{param} must be a duration such as 24h or an ISO 8601 time", param=param) from None
+    except (ValueError, OverflowError):
+        raise InvalidRequest(
+            f"{param} must be a duration such as 24h or an ISO 8601 time, within the calendar", param=param
+        ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
@@ -67,10 +69,11 @@ def _bundle(body: dict[str, Any]) -> PolicyBundle:
         raise InvalidRequest(str(exc), param=param) from None
 
 
-def _tests(body: dict[str, Any]) -> list[PolicyCase]:
+def _tests(body: dict[str, Any]) -> list[PolicyCase] | None:
+    """The push's own table tests, or None: then the tests beside ``policy.path`` run."""
     tests, base = body.get("tests"), body.get("test_input")
     if tests is None:
-        return []
+        return None
     if not isinstance(tests, dict) or not all(isinstance(v, str) for v in tests.values()):
         raise InvalidRequest("tests must be an object of file name → YAML text", param="tests")
     if not isinstance(base, dict):
@@ -90,6 +93,13 @@ def _manager(gateway: Gateway) -> PolicyManager:
 
 
 def _actor(principal: Principal) -> str:
+    """``key:<id>`` of a policy admin. Policies apply to every tenant, so changing them takes
+    an admin key that is not bound to one tenant (``all_tenants``). Raises PermissionDenied."""
+    if not principal.all_tenants:
+        raise PermissionDenied(
+            "policies apply to every tenant: changing them needs an admin key with all_tenants "
+            "(gateway keys create --role admin --all-tenants)"
+        )
     return f"key:{principal.key_id}"
 
 
@@ -113,18 +123,16 @@ async def push_policy(request: Request, gateway: GatewayDep) -> Response:
     builtin exists in the embedded engine, tests pass) before it is stored; 400 otherwise."""
 
     async def action(principal: Principal) -> tuple[dict[str, Any], dict[str, Any]]:
+        by = _actor(principal)
         body = await _json_object(request, gateway)
         bundle = _bundle(body)
-        description = body.get("description", "")
+        description, activate = body.get("description", ""), body.get("activate", False)
         if not isinstance(description, str):
             raise InvalidRequest("description must be a string", param="description")
+        if not isinstance(activate, bool):
+            raise InvalidRequest("activate must be true or false", param="activate")
         result = await _manager(gateway).push(
-            bundle,
-            by=_actor(principal),
-            source="api",
-            description=description,
-            tests=_tests(body),
-            activate=bool(body.get("activate", False)),
+            bundle, by=by, source="api", description=description, tests=_tests(body), activate=activate
         )
         return result, {k: v for k, v in result.items() if k in ("revision", "created", "activated", "from", "to")}
 
@@ -136,11 +144,12 @@ async def rollback_policy(request: Request, gateway: GatewayDep) -> Response:
     """Roll back to the revision the latest activation replaced, or to ``{"to": revision}``."""
 
     async def action(principal: Principal) -> tuple[dict[str, Any], dict[str, Any]]:
+        by = _actor(principal)
         body = await _json_object(request, gateway)
         to = body.get("to")
         if to is not None and not isinstance(to, str):
             raise InvalidRequest("to must be a policy revision (sha256:...)", param="to")
-        result = await _manager(gateway).rollback(by=_actor(principal), to=to)
+        result = await _manager(gateway).rollback(by=by, to=to)
         return result, result
 
     return await run_admin(request, gateway, "admin.policies.rollback", action)
@@ -152,13 +161,14 @@ async def killswitch(request: Request, gateway: GatewayDep) -> Response:
     re-opens) all external egress."""
 
     async def action(principal: Principal) -> tuple[dict[str, Any], dict[str, Any]]:
+        by = _actor(principal)
         body = await _json_object(request, gateway)
         blocked, reason = body.get("blocked"), body.get("reason", "")
         if not isinstance(blocked, bool):
             raise InvalidRequest("blocked must be true or false", param="blocked")
         if not isinstance(reason, str):
             raise InvalidRequest("reason must be a string", param="reason")
-        result = await _manager(gateway).set_killswitch(blocked, by=_actor(principal), reason=reason)
+        result = await _manager(gateway).set_killswitch(blocked, by=by, reason=reason)
         detail = {"blocked": blocked, "reason": reason, "from": result.get("from"), "to": result.get("to")}
         return result, detail
 
@@ -179,6 +189,10 @@ async def whatif_policy(request: Request, gateway: GatewayDep) -> Response:
         examples = body.get("examples", 5)
         if tenant is not None and not isinstance(tenant, str):
             raise InvalidRequest("tenant must be a string", param="tenant")
+        if not principal.all_tenants:  # a tenant-bound admin replays its own tenant's records only
+            if tenant not in (None, principal.tenant):
+                raise PermissionDenied("this admin key may only replay its own tenant's records", param="tenant")
+            tenant = principal.tenant
         if not isinstance(examples, int) or not 0 <= examples <= 100:
             raise InvalidRequest("examples must be an integer from 0 to 100", param="examples")
         try:

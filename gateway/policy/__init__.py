@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -68,8 +69,12 @@ class PolicyBundle:
         if not isinstance(modules, dict) or not modules:
             raise ValueError("modules must be a non-empty object of file name → Rego source")
         for name, source in modules.items():
-            if not isinstance(name, str) or not name.endswith(".rego") or not isinstance(source, str):
-                raise ValueError(f"module {name!r}: names end in .rego and sources are strings")
+            if not isinstance(name, str) or not _MODULE_NAME.match(name) or ".." in name.split("/"):
+                raise ValueError(
+                    f"module {name!r}: a module name is a relative path of [A-Za-z0-9_.-] parts ending in .rego"
+                )
+            if not isinstance(source, str):
+                raise ValueError(f"module {name!r}: its source must be a string")
         _check_data(data)
         return cls(modules, data)
 
@@ -83,6 +88,9 @@ class PolicyBundle:
                 raise ValueError(f"data.{'.'.join(path)}: {part} is not an object")
         node[path[-1]] = value
         return PolicyBundle(self.modules, data)
+
+
+_MODULE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*\.rego$")
 
 
 def _check_data(data: Any) -> None:

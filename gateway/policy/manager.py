@@ -21,11 +21,11 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.errors import InvalidRequest, NotFound
 from gateway.notify import publish
 from gateway.policy import PolicyBundle, PolicyEngine
-from gateway.policy.embedded import PolicyLoadError, check_bundle
+from gateway.policy.embedded import Evaluator, PolicyLoadError, check_bundle
 from gateway.policy.store import PolicyStore
 from gateway.policy.testing import PolicyCase, run_tests
 
-__all__ = ["TOPIC", "PolicyManager", "validate"]
+__all__ = ["PROBE_INPUT", "TOPIC", "PolicyManager", "validate"]
 
 log = logging.getLogger("gateway.policy")
 
@@ -33,16 +33,41 @@ TOPIC = "policy"
 """Change-notification topic of policy activations."""
 
 
+PROBE_INPUT: dict[str, Any] = {
+    "principal": {"tenant": "probe", "key_id": "k_probe", "roles": ["app"], "home_region": "eu"},
+    "request": {"id": "req_probe", "endpoint": "chat.completions", "model": "probe", "needs": [],
+                "est_input_tokens": 10, "max_output_tokens": 16, "choices": 1},
+    "data": {"level": "public", "labels": [], "declared": None, "detected": "public"},
+    "tenant": {"floor": "public", "allowed": {"public": {"any": True}}, "capture_prompts": False,
+               "redact_external": [], "cost_ceiling_usd": {}, "models": None},
+    "deployments": [{"id": "probe-local", "adapter": "openai_compat", "locality": "local", "jurisdiction": "EU",
+                     "region": "eu-1", "retains_data": False, "trains_on_data": False, "capabilities": [],
+                     "context_window": 4096, "price": {"input_per_mtok": 0.0, "output_per_mtok": 0.0},
+                     "quality": 0.5, "healthy": True}],
+}  # fmt: skip
+"""A well-formed policy input a version must answer with a decision object (any allow)."""
+
+
 def validate(bundle: PolicyBundle, tests: list[PolicyCase] | None = None) -> dict[str, Any]:
-    """Check ``bundle`` (compiles; every builtin exists in the embedded engine) and run
-    ``tests`` through it. Returns ``{"tests": n, "passed": n}``.
+    """Check ``bundle`` (compiles; every builtin exists in the embedded engine; it answers a
+    well-formed input with a decision object, :data:`PROBE_INPUT`) and run ``tests`` through
+    it. Returns ``{"tests": n, "passed": n}``.
 
     Raises InvalidRequest (400, param ``modules`` or ``tests``) naming the problem.
     """
     try:
         check_bundle(bundle)
-    except PolicyLoadError as exc:
+        raw = Evaluator(bundle).evaluate(PROBE_INPUT)
+    except (PolicyLoadError, RuntimeError, ValueError) as exc:
         raise InvalidRequest(f"policy refused: {exc}", param="modules", code="policy_invalid") from exc
+    if not isinstance(raw, dict) or not isinstance(raw.get("allow"), bool):
+        shape = "undefined" if raw is None else f"a {type(raw).__name__}"
+        raise InvalidRequest(
+            "policy refused: data.gateway.routing.decision must be an object with a boolean 'allow' for every "
+            f"input; for a well-formed probe input it is {shape}",
+            param="modules",
+            code="policy_invalid",
+        )
     results = run_tests(bundle, tests or [])
     failed = [r for r in results if not r.passed]
     if failed:
@@ -59,7 +84,8 @@ class PolicyManager:
     """Keeps ``engine`` on the database's active revision; pushes, activates, rolls back.
 
     ``file_bundle``: the bundle loaded from ``policy.path`` (``source``: its directory, for the
-    record); ``redis_url``: the shared Redis for change notifications (None: peers poll).
+    record); ``redis_url``: the shared Redis for change notifications (None: peers poll);
+    ``default_tests``: the table tests beside ``policy.path``, run on a push that brings none.
     """
 
     def __init__(
@@ -70,8 +96,10 @@ class PolicyManager:
         file_bundle: PolicyBundle,
         source: str,
         redis_url: str | None,
+        default_tests: list[PolicyCase] | None = None,
     ) -> None:
         self.engine = engine
+        self._default_tests = list(default_tests or [])
         self.store = store
         self._file_bundle = file_bundle
         self._source = source
@@ -131,12 +159,14 @@ class PolicyManager:
         tests: list[PolicyCase] | None = None,
         activate: bool = False,
     ) -> dict[str, Any]:
-        """Validate and store ``bundle``; activate it when asked.
+        """Validate and store ``bundle``; activate it when asked. ``tests``: the table tests to
+        run (None: the default tests beside ``policy.path``; a push that changes behaviour on
+        purpose brings its own).
 
         Returns ``{"revision", "created", "tests", "passed", "activated", "from"?, "to"?}``.
         Raises InvalidRequest when the bundle is refused (nothing stored, active stays).
         """
-        summary = validate(bundle, tests)
+        summary = validate(bundle, self._default_tests if tests is None else tests)
         created = await self.store.push(bundle, by=by, source=source, description=description)
         result: dict[str, Any] = {"revision": bundle.revision, "created": created, **summary, "activated": False}
         if activate:
@@ -151,6 +181,7 @@ class PolicyManager:
         bundle = await self.store.get(revision)
         if bundle is None:
             raise NotFound(f"policy revision {revision!r} is not stored", param="revision", code="policy_not_found")
+        description = await self.store.describe(revision)
         previous = self.engine.revision
         try:
             await self.engine.activate(bundle)
@@ -164,7 +195,7 @@ class PolicyManager:
                 await self.engine.activate(previous_bundle)
             raise
         await publish(self._redis_url, TOPIC)
-        return {"action": action, "from": previous, "to": revision}
+        return {"action": action, "from": previous, "to": revision, "to_description": description}
 
     async def rollback(self, *, by: str, to: str | None = None) -> dict[str, Any]:
         """Activate ``to``, or the revision the latest activation replaced (as ``helm rollback``
@@ -187,4 +218,5 @@ class PolicyManager:
             state["reason"] = reason
         bundle = self.engine.bundle.with_data(["killswitch"], state)
         description = f"kill switch {'on' if blocked else 'off'}" + (f": {reason}" if reason else "")
-        return await self.push(bundle, by=by, source="killswitch", description=description, activate=True)
+        # a data flip of the active, already tested modules: their table tests assume it off
+        return await self.push(bundle, by=by, source="killswitch", description=description, tests=[], activate=True)

@@ -65,6 +65,15 @@ class PolicyStore:
             text = await conn.scalar(select(policy_versions.c.bundle).where(policy_versions.c.revision == revision))
         return PolicyBundle.from_json(text) if text is not None else None
 
+    async def describe(self, revision: str) -> str:
+        """A stored version's description and source (``"kill switch on: INC-42 (killswitch)"``)."""
+        v = policy_versions.c
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(select(v.description, v.source).where(v.revision == revision))).first()
+        if row is None:
+            return ""
+        return f"{row.description} ({row.source})" if row.description else f"({row.source})"
+
     async def active(self) -> str | None:
         """The active revision (latest activation), or None before the first activation."""
         async with self._engine.connect() as conn:
