@@ -51,7 +51,9 @@ class ChatMessage(BaseModel):
             and value
             and all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in value)
         ):
-            for part in value:
+            for i, part in enumerate(value):
+                if part["type"] == "text" and not isinstance(part.get("text"), str):
+                    raise ValueError(f"part {i} is of type text but has no string 'text'")
                 if isinstance(part.get("text"), str):
                     _check_text(part["text"])
             return value

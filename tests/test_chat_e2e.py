@@ -287,6 +287,7 @@ def test_out_of_range_and_mistyped_fields_are_400_naming_the_field(
         ({"model": "auto", "messages": [{"role": "user", "content": None}]}, "messages[0]"),
         ({"model": "auto", "messages": [{"role": "user"}]}, "messages[0]"),
         ({"model": "auto", "messages": [{"role": "user", "content": []}]}, "messages[0].content"),
+        ({"model": "auto", "messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages[0].content"),
     ]
     for req, param in cases:
         r = gateway.post(CHAT, json=req)
