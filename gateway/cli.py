@@ -212,14 +212,17 @@ def audit_list(
             typer.echo(json.dumps(row, default=str))
         return
     table = Table(title=f"decision records (newest first, {len(rows)})")
-    for col in ("id", "time", "tenant", "key", "model", "level", "decision", "deployment", "status", "tokens", "ms"):
+    columns = ("id", "time", "endpoint", "tenant", "key", "model", "level", "decision", "deployment", "status",
+               "tokens", "ms")  # fmt: skip
+    for col in columns:
         table.add_column(col)
     for r in rows:
-        tokens = "" if r["prompt_tokens"] is None else f"{r['prompt_tokens']}+{r['completion_tokens']}"
+        tokens = "" if r.get("prompt_tokens") is None else f"{r['prompt_tokens']}+{r['completion_tokens']}"
         table.add_row(
-            str(r["id"]), r["created_at"][:19], r["tenant"] or "", r["key_id"] or "", r["requested_model"] or "",
-            r["data_level"] or "", r["decision"] or "", r["chosen_deployment"] or "", r["status"], tokens,
-            f"{r['latency_ms']:.0f}" if r["latency_ms"] is not None else "",
+            str(r["id"]), r["created_at"][:19], r.get("endpoint") or "", r.get("tenant") or "", r.get("key_id") or "",
+            r.get("requested_model") or "", r.get("data_level") or "", r.get("decision") or "",
+            r.get("chosen_deployment") or "", r["status"], tokens,
+            f"{r['latency_ms']:.0f}" if r.get("latency_ms") is not None else "",
         )  # fmt: skip
     console = Console()
     if not console.is_terminal:
