@@ -11,7 +11,7 @@ USER_WHEELS := $(HOME)/.cache/sovereign-gateway/wheels
 LLAMA_WHEEL_GLOB := llama_cpp_python-$(LLAMA_VERSION)-*.whl
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install lint clean-venv
+.PHONY: run test install lint clean-venv bench bench-quick bench-soak
 
 run: $(STAMP)
 	$(BIN)/gateway up --config gateway.yaml
@@ -20,6 +20,25 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 install: $(STAMP)
+
+# Gateway overhead vs direct / aiohttp floor / LiteLLM proxy (benchmarks/README.md): ~12-15 min;
+# bench-quick ~3 min; bench-soak 30 min steady load with RSS sampled (SOAK=minutes).
+# `hey` (Debian package) is used for saturation when installed. BENCH_ARGS passes more flags.
+BENCH_STAMP := $(VENV)/.bench-installed
+SOAK ?= 30
+
+$(BENCH_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/pip install -q -e '.[bench]'
+	@touch $@
+
+bench: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/run_bench.py --wait-load 0.7 $(BENCH_ARGS)
+
+bench-quick: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/run_bench.py --quick $(BENCH_ARGS)
+
+bench-soak: $(BENCH_STAMP)
+	$(BIN)/python benchmarks/run_bench.py --soak $(SOAK) $(BENCH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check gateway adapters tests
