@@ -56,3 +56,19 @@ def test_litellm_http_errors_keep_the_providers_status() -> None:
     assert _map_error(limited).retryable
     assert _map_error(refused).status == 400 and not _map_error(refused).retryable
     assert isinstance(_map_error(timeout), UpstreamTimeout)
+
+
+def test_every_aiohttp_client_exception_class_is_mapped() -> None:
+    """The OpenAI-compatible adapter sends on aiohttp: every client exception it exports maps
+    to the most specific adapter error (timeouts before connection errors)."""
+    import aiohttp
+
+    from adapters.openai_compat import AIOHTTP_ERRORS, map_aiohttp_error
+
+    classes = {c for c in _exception_classes(aiohttp, "aiohttp") if issubclass(c, aiohttp.ClientError)}
+    unmapped = sorted(c.__name__ for c in classes if not any(base in AIOHTTP_ERRORS for base in c.__mro__[:-2]))
+    assert unmapped == [], f"map these aiohttp exceptions in adapters/openai_compat.py: {unmapped}"
+    assert type(map_aiohttp_error(aiohttp.ServerTimeoutError("slow"), timeout_s=5)) is UpstreamTimeout
+    assert type(map_aiohttp_error(TimeoutError(), timeout_s=5)) is UpstreamTimeout
+    assert type(map_aiohttp_error(aiohttp.ServerDisconnectedError(), timeout_s=5)) is UpstreamConnectError
+    assert type(map_aiohttp_error(aiohttp.ClientPayloadError("cut"), timeout_s=5)) is UpstreamConnectError
