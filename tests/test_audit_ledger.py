@@ -234,6 +234,9 @@ CANONICAL_CASES: list[Any] = [
     {"text": 'quote " backslash \\ slash / tab \t nl \n ctrl \x01 del \x7f é 中 😀 \u2028'},
     {"é": 1, "e": 2, "\U0001f600": 3, "\uffff": 4, "": 5},
     {"nested": [[{"k": [1, {"j": "v"}]}]], "labels": ["pii.email", "pii.iban"]},
+    # exponent-range floats take the fast path with ES formatting (a request's cost in USD)
+    {"cost_usd": 2.3e-06, "tiny": [1e-7, 9.5e-7, 5e-5, -3.4e-12, 1e-300], "huge": [1.5e17, 2e20, 2e21, 6.02e23]},
+    {"nul": "a\x00b", "cost_usd": 1e-05},  # a NUL could spell a placeholder: the reference path
     [],
     {},
 ]

@@ -19,6 +19,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import math
 import os
 import re
 import socket
@@ -71,12 +72,40 @@ class _NeedsReference(Exception):
     """A value the fast path cannot write exactly as RFC 8785 does."""
 
 
-def _jcs_ready(obj: Any) -> Any:
-    """``obj`` with whole floats as ints; raises _NeedsReference where stdlib json output would
-    differ from RFC 8785 (exponent-range or non-finite floats, ints beyond 2^53, unpaired
-    surrogates, keys outside the BMP — JCS sorts keys by UTF-16 code units)."""
+def _es_number(x: float) -> str:
+    """ECMAScript Number::toString of a finite float, which RFC 8785 prescribes: the shortest
+    round-trip digits (Python's ``repr`` has the same), laid out by ES rules: plain decimals
+    for 1e-7 <= |x| < 1e21, otherwise ``d.ddde±n`` without exponent padding."""
+    text = repr(x)
+    sign = "-" if text.startswith("-") else ""
+    mantissa, _, exponent = text.lstrip("-").partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    significant = (whole + fraction).lstrip("0")
+    leading_zeros = len(whole + fraction) - len(significant)
+    # x = 0.<digits> x 10^n
+    n = (int(exponent) if exponent else 0) + len(whole) - leading_zeros
+    digits = significant.rstrip("0") or "0"
+    k = len(digits)
+    if k <= n <= 21:
+        out = digits + "0" * (n - k)
+    elif 0 < n <= 21:
+        out = digits[:n] + "." + digits[n:]
+    elif -6 < n <= 0:
+        out = "0." + "0" * -n + digits
+    else:
+        e = n - 1
+        out = (digits if k == 1 else digits[0] + "." + digits[1:]) + ("e+" if e > 0 else "e-") + str(abs(e))
+    return sign + out
+
+
+def _jcs_ready(obj: Any, numbers: list[str]) -> Any:
+    """``obj`` with whole floats as ints and exponent-range floats as placeholders (their ES
+    text appended to ``numbers``); raises _NeedsReference where stdlib json output would
+    still differ from RFC 8785 (non-finite floats, ints beyond 2^53, unpaired surrogates,
+    keys outside the BMP — JCS sorts keys by UTF-16 code units — and NUL characters, which
+    could spell a placeholder)."""
     if isinstance(obj, str):
-        if _SURROGATE.search(obj):
+        if _SURROGATE.search(obj) or "\x00" in obj:
             raise _NeedsReference
         return obj
     if obj is None or isinstance(obj, bool):
@@ -89,18 +118,21 @@ def _jcs_ready(obj: Any) -> Any:
         if obj.is_integer() and abs(obj) < 1e16:
             return int(obj)
         magnitude = abs(obj)
-        if not (1e-4 <= magnitude < 1e16):  # also NaN and infinities
-            raise _NeedsReference
+        if not (1e-4 <= magnitude < 1e16):
+            if not math.isfinite(obj):
+                raise _NeedsReference
+            numbers.append(_es_number(obj))
+            return f"\x00{len(numbers) - 1}\x00"
         return obj
     if isinstance(obj, dict):
         out = {}
         for key, value in obj.items():
-            if not isinstance(key, str) or _ASTRAL.search(key) or _SURROGATE.search(key):
+            if not isinstance(key, str) or _ASTRAL.search(key) or _SURROGATE.search(key) or "\x00" in key:
                 raise _NeedsReference
-            out[key] = _jcs_ready(value)
+            out[key] = _jcs_ready(value, numbers)
         return out
     if isinstance(obj, (list, tuple)):
-        return [_jcs_ready(v) for v in obj]
+        return [_jcs_ready(v, numbers) for v in obj]
     raise _NeedsReference
 
 
@@ -108,14 +140,20 @@ def canonical(obj: Any) -> str:
     """RFC 8785 (JSON Canonicalization Scheme) text of ``obj``: the bytes that get hashed.
 
     Fast path: stdlib json with sorted keys, which matches RFC 8785 for the values audit
-    records hold (about 4x faster than the reference); anything else goes to the reference
-    implementation (the ``rfc8785`` package), which raises ValueError-like errors for values
-    JSON cannot carry. A test checks both give identical bytes.
+    records hold (about 4x faster than the reference); floats that Python would write in
+    exponent form (a request's cost in USD, e.g. ``2.3e-06``) go in as placeholders and are
+    replaced by their ES text. Anything else goes to the reference implementation (the
+    ``rfc8785`` package), which raises ValueError-like errors for values JSON cannot carry.
+    A test checks both give identical bytes.
     """
+    numbers: list[str] = []
     try:
-        return _FAST_JSON.encode(_jcs_ready(obj))
+        text = _FAST_JSON.encode(_jcs_ready(obj, numbers))
     except _NeedsReference:
         return rfc8785.dumps(obj).decode("utf-8")
+    for i, number in enumerate(numbers):
+        text = text.replace(f'"\\u0000{i}\\u0000"', number, 1)
+    return text
 
 
 class Signer:
