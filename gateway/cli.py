@@ -47,15 +47,17 @@ DEMO_KEYS = {"sk-demo-acme-app": "app", "sk-demo-acme-auditor": "auditor"}
 
 
 def _period(since: str, until: str) -> tuple[dt.datetime, dt.datetime]:
-    """Parse an ISO 8601 period (UTC when no offset). Exits 2 naming the bad option."""
+    """Parse a period: ISO 8601 times (UTC when no offset) or durations back from now (``24h``,
+    ``7d``). Exits 2 naming the bad option."""
+    from gateway.errors import GatewayError
+    from gateway.schemas import parse_since
 
     def parse(value: str, name: str) -> dt.datetime:
         try:
-            moment = dt.datetime.fromisoformat(value)
-        except ValueError:
-            err.print(f"[bold red]error[/]: --{name} is not an ISO 8601 time: {value!r}")
+            return parse_since(value, param=name)
+        except GatewayError as exc:
+            err.print(f"[bold red]error[/]: --{name}: {exc.message}: {value!r}")
             raise typer.Exit(2) from None
-        return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
     start, end = parse(since, "since"), parse(until, "until")
     if end <= start:
@@ -840,11 +842,11 @@ def policy_whatif(
 ) -> None:
     """Replay recorded decision inputs through a candidate policy; print which decisions would
     change, by tenant, data level and destination, with examples (JSON). Nothing is stored."""
-    from gateway.api.policies import parse_since
     from gateway.audit.store import AuditStore
     from gateway.errors import GatewayError
     from gateway.policy.embedded import PolicyLoadError
     from gateway.policy.replay import whatif
+    from gateway.schemas import parse_since
 
     cfg = _load(config)
     bundle, _ = _read_policy_dir(candidate)

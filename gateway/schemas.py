@@ -7,14 +7,23 @@ kept and passed through to the deployment (tools, response_format, seed…).
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
 
 from gateway.errors import InvalidRequest
 
-__all__ = ["MAX_TOKENS_LIMIT", "ChatCompletionRequest", "ChatMessage", "parse_body", "parse_chat_request"]
+__all__ = [
+    "MAX_TOKENS_LIMIT",
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "parse_body",
+    "parse_chat_request",
+    "parse_since",
+]
 
 MAX_TOKENS_LIMIT = 2**31 - 1
 """Largest accepted max_tokens: int32, the range OpenAI-compatible servers take."""
@@ -140,3 +149,25 @@ def parse_chat_request(data: dict[str, Any]) -> ChatCompletionRequest:
         if err["type"] in ("model_type", "model_attributes_type", "dict_type"):
             msg = "must be a JSON object"  # pydantic's text names internal classes
         raise InvalidRequest(f"{param}: {msg}", param=param) from None
+
+
+_DURATION = re.compile(r"^(\d+)([smhd])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(value: Any, *, param: str = "since", now: dt.datetime | None = None) -> dt.datetime:
+    """A start time: a duration back from now (``24h``, ``30m``, ``7d``) or ISO 8601 (UTC when
+    no offset). Raises InvalidRequest naming ``param``."""
+    if not isinstance(value, str) or not value:
+        raise InvalidRequest(f"{param} must be a duration such as 24h or an ISO 8601 time", param=param)
+    now = now or dt.datetime.now(dt.UTC)
+    match = _DURATION.match(value)
+    try:
+        if match:
+            return now - dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
+        moment = dt.datetime.fromisoformat(value)
+    except (ValueError, OverflowError):
+        raise InvalidRequest(
+            f"{param} must be a duration such as 24h or an ISO 8601 time, within the calendar", param=param
+        ) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)

@@ -200,3 +200,6 @@ def test_savings_and_report_reject_bad_or_reversed_periods(gateway: GatewayUnder
             result = runner.invoke(cli, [*command.split(), "--since", since, "--until", until, "--config", config])
             assert result.exit_code == 2, (command, result.output)
             assert "Traceback" not in result.output
+        # durations back from now are accepted as in `policy whatif` (--since 24h)
+        result = runner.invoke(cli, [*command.split(), "--since", "99999999d", "--until", "1h", "--config", config])
+        assert result.exit_code == 2 and "within the calendar" in result.output, result.output

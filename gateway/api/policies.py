@@ -7,8 +7,6 @@ did what, from which revision to which.
 
 from __future__ import annotations
 
-import datetime as dt
-import re
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -25,33 +23,12 @@ from gateway.policy.embedded import PolicyLoadError
 from gateway.policy.manager import PolicyManager
 from gateway.policy.replay import explain, whatif
 from gateway.policy.testing import PolicyCase, cases_from_documents
-from gateway.schemas import parse_body
+from gateway.schemas import parse_body, parse_since
 from gateway.service import Gateway
 
-__all__ = ["parse_since", "router"]
+__all__ = ["router"]
 
 router = APIRouter()
-
-_DURATION = re.compile(r"^(\d+)([smhd])$")
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_since(value: Any, *, param: str = "since", now: dt.datetime | None = None) -> dt.datetime:
-    """A start time: a duration back from now (``24h``, ``30m``, ``7d``) or ISO 8601 (UTC when
-    no offset). Raises InvalidRequest naming ``param``."""
-    if not isinstance(value, str) or not value:
-        raise InvalidRequest(f"{param} must be a duration such as 24h or an ISO 8601 time", param=param)
-    now = now or dt.datetime.now(dt.UTC)
-    match = _DURATION.match(value)
-    try:
-        if match:
-            return now - dt.timedelta(seconds=int(match.group(1)) * _UNITS[match.group(2)])
-        moment = dt.datetime.fromisoformat(value)
-    except (ValueError, OverflowError):
-        raise InvalidRequest(
-            f"{param} must be a duration such as 24h or an ISO 8601 time, within the calendar", param=param
-        ) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=dt.UTC)
 
 
 async def _json_object(request: Request, gateway: Gateway) -> dict[str, Any]:
