@@ -202,4 +202,4 @@ def test_savings_and_report_reject_bad_or_reversed_periods(gateway: GatewayUnder
             assert "Traceback" not in result.output
         # durations back from now are accepted as in `policy whatif` (--since 24h)
         result = runner.invoke(cli, [*command.split(), "--since", "99999999d", "--until", "1h", "--config", config])
-        assert result.exit_code == 2 and "within the calendar" in result.output, result.output
+        assert result.exit_code == 2 and "calendar" in result.output and "Traceback" not in result.output
