@@ -206,10 +206,14 @@ class Telemetry:
         self._models = frozenset(models) | frozenset(self._deployments)
         resource = Resource.create({"service.name": config.service_name})
         self.tracer_provider = TracerProvider(resource=resource)
+        # With nowhere to send spans, only the request span is made (its trace id goes into the
+        # response and the audit record); stage and attempt spans cost CPU for nothing.
+        self._recording = False
         if config.traces != "off":
             self.tracer_provider.add_span_processor(BatchSpanProcessor(self._span_exporter(config)))
+            self._recording = True
         for exporter in span_exporters:
-            self.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+            self.add_span_exporter(exporter)
         readers: list[MetricReader] = list(metric_readers)
         self._prometheus: InMemoryMetricReader | None = None
         if config.prometheus:
@@ -288,6 +292,11 @@ class Telemetry:
 
         return HttpMetrics(endpoint=f"{config.endpoint.rstrip('/')}/v1/metrics") if config.endpoint else HttpMetrics()
 
+    def add_span_exporter(self, exporter: SpanExporter) -> None:
+        """Send finished spans to ``exporter`` too (synchronously; tests use the in-memory one)."""
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+        self._recording = True
+
     def _observe_breakers(self, _options: CallbackOptions) -> Iterable[Observation]:
         states = self._breaker_open() if self._breaker_open is not None else {}
         return [Observation(1 if is_open else 0, {"gateway.deployment": dep}) for dep, is_open in states.items()]
@@ -321,8 +330,16 @@ class Telemetry:
     def stage(self, ctx: RequestContext, name: str, **attributes: Any) -> Iterator[Span]:
         """A child span ``gateway.<name>`` of the request span; an exception marks it failed
         (by type only) and propagates."""
-        parent = trace.set_span_in_context(ctx.span) if ctx.span is not None else None
         started = time.perf_counter()
+        if not self._recording:
+            try:
+                yield trace.INVALID_SPAN
+            finally:
+                histogram = self._stage_histograms.get(name)
+                if histogram is not None:
+                    histogram.record(time.perf_counter() - started, {"gateway.stage": name})
+            return
+        parent = trace.set_span_in_context(ctx.span) if ctx.span is not None else None
         with self.tracer.start_as_current_span(
             f"gateway.{name}",
             context=parent,
@@ -415,7 +432,8 @@ class Telemetry:
         if ctx.status not in ("ok", "pending"):
             span.set_status(Status(StatusCode.ERROR, ctx.status))
             span.set_attribute("error.type", ctx.status)
-        self._attempt_spans(ctx, operation)
+        if self._recording:
+            self._attempt_spans(ctx, operation)
         span.end()
 
         elapsed_s = ctx.elapsed_ms() / 1000.0

@@ -16,7 +16,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -38,7 +37,7 @@ def traced(
         make_config(sim_a_url=sim_a.base_url, sim_b_url=sim_b.base_url, llama_url="http://127.0.0.1:9/v1")
     )
     exporter = InMemorySpanExporter()
-    gw.server.app.state.gateway.telemetry.tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
+    gw.server.app.state.gateway.telemetry.add_span_exporter(exporter)
     logs = io.StringIO()
     handler = logging.StreamHandler(logs)
     handler.setFormatter(JsonLogFormatter())
