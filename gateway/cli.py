@@ -678,8 +678,10 @@ def _policy_change(
     from gateway.audit.ledger import Signer
     from gateway.audit.store import AuditStore
     from gateway.errors import GatewayError
+    from gateway.notify import namespaced
     from gateway.policy import load_bundle
     from gateway.policy.embedded import EmbeddedEngine, PolicyLoadError
+    from gateway.policy.manager import TOPIC as POLICY_TOPIC
     from gateway.policy.manager import PolicyManager
     from gateway.policy.store import PolicyStore
 
@@ -695,7 +697,12 @@ def _policy_change(
             bundle = await store.get(active) if active else None
             engine = EmbeddedEngine(bundle or load_bundle(policy_dir), threads=1)
             manager = PolicyManager(
-                engine, store, file_bundle=engine.bundle, source=str(policy_dir), redis_url=notify_url
+                engine,
+                store,
+                file_bundle=engine.bundle,
+                source=str(policy_dir),
+                redis_url=notify_url,
+                topic=namespaced(cfg, POLICY_TOPIC),
             )
             try:
                 result = await op(manager)

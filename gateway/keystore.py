@@ -33,7 +33,7 @@ from gateway.auth import generate_key, hash_key
 from gateway.config import GatewayConfig, Limits
 from gateway.context import Principal
 from gateway.errors import AuditUnavailable, Conflict, GatewayError, InvalidRequest, NotFound, PermissionDenied
-from gateway.notify import publish
+from gateway.notify import namespaced, publish
 
 __all__ = [
     "KEYS_TOPIC",
@@ -336,7 +336,7 @@ class KeyAdmin:
     async def _changed(self) -> None:
         """Apply a committed change here at once and tell the other replicas. A failing local
         reload is logged, not raised: the change is made, and the watcher retries it."""
-        await publish(self._redis_url, KEYS_TOPIC)
+        await publish(self._redis_url, namespaced(self._config, KEYS_TOPIC))
         if self._on_change is not None:
             try:
                 await self._on_change()

@@ -43,7 +43,7 @@ from gateway.execute import Executor
 from gateway.health import HealthMonitor
 from gateway.keystore import KEYS_TOPIC, KeyAdmin, KeyStore
 from gateway.limits import build_limiter
-from gateway.notify import ChangeWatcher
+from gateway.notify import ChangeWatcher, namespaced
 from gateway.policy import PolicyBundle, PolicyEngine, load_bundle
 from gateway.policy.cache import CachedEngine
 from gateway.policy.embedded import EmbeddedEngine, PolicyLoadError, check_bundle
@@ -162,7 +162,7 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
     except GatewayError as exc:  # the static keys still work; the watcher keeps trying
         log.warning("API keys in the database not loaded yet: %s", exc.message)
     notify_url = config.limits_store.url if config.limits_store.kind == "redis" else None
-    key_watcher = ChangeWatcher(KEYS_TOPIC, keyring.refresh, redis_url=notify_url)
+    key_watcher = ChangeWatcher(namespaced(config, KEYS_TOPIC), keyring.refresh, redis_url=notify_url)
     audit = AuditStore.from_url(
         audit_url or config.audit.url,
         signer,
@@ -176,9 +176,13 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         source=str(policy_dir),
         redis_url=notify_url,
         default_tests=parts.policy_tests,
+        topic=namespaced(config, POLICY_TOPIC),
     )
     policy_watcher = ChangeWatcher(
-        POLICY_TOPIC, policies.refresh, redis_url=notify_url, poll_interval_s=config.policy.poll_interval_s
+        namespaced(config, POLICY_TOPIC),
+        policies.refresh,
+        redis_url=notify_url,
+        poll_interval_s=config.policy.poll_interval_s,
     )
     gateway = Gateway(
         config=config,

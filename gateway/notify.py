@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-__all__ = ["BACKSTOP_FACTOR", "CHANNEL_PREFIX", "ChangeWatcher", "channel", "publish"]
+__all__ = ["BACKSTOP_FACTOR", "CHANNEL_PREFIX", "ChangeWatcher", "channel", "namespaced", "publish"]
 
 log = logging.getLogger("gateway.notify")
 
@@ -37,6 +37,12 @@ BACKSTOP_FACTOR = 10
 """With Redis, the watcher also refreshes every ``BACKSTOP_FACTOR x poll_interval_s`` seconds."""
 
 _REDIS_TIMEOUT_S = 2.0
+
+
+def namespaced(config: Any, topic: str) -> str:
+    """``topic`` in the namespace of ``config``'s shared Redis (``limits_store.key_prefix``), so
+    deployments or test runs sharing one Redis do not receive each other's change notices."""
+    return f"{config.limits_store.key_prefix}{topic}"
 
 
 def channel(topic: str) -> str:

@@ -85,7 +85,8 @@ class PolicyManager:
 
     ``file_bundle``: the bundle loaded from ``policy.path`` (``source``: its directory, for the
     record); ``redis_url``: the shared Redis for change notifications (None: peers poll);
-    ``default_tests``: the table tests beside ``policy.path``, run on a push that brings none.
+    ``default_tests``: the table tests beside ``policy.path``, run on a push that brings none;
+    ``topic``: the change-notification topic (namespaced by the shared Redis's key prefix).
     """
 
     def __init__(
@@ -97,8 +98,10 @@ class PolicyManager:
         source: str,
         redis_url: str | None,
         default_tests: list[PolicyCase] | None = None,
+        topic: str = TOPIC,
     ) -> None:
         self.engine = engine
+        self._topic = topic
         self._default_tests = list(default_tests or [])
         self.store = store
         self._file_bundle = file_bundle
@@ -194,7 +197,7 @@ class PolicyManager:
             if previous_bundle is not None:
                 await self.engine.activate(previous_bundle)
             raise
-        await publish(self._redis_url, TOPIC)
+        await publish(self._redis_url, self._topic)
         return {"action": action, "from": previous, "to": revision, "to_description": description}
 
     async def rollback(self, *, by: str, to: str | None = None) -> dict[str, Any]:
