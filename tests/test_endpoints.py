@@ -281,6 +281,18 @@ def test_messages_errors_are_in_the_anthropic_shape(gw: GatewayUnderTest, sim_a:
     r = gw.post(MESSAGES, json={"model": "ext-cheap", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]})
     assert r.status_code == 500 and r.json()["type"] == "error" and r.json()["error"]["type"] == "api_error"
     assert "simulated failure" in r.json()["error"]["message"]
+    # a denial carries its reasons, and a bad header is named first, as on the OpenAI routes
+    iban = {
+        "model": "ext-cheap",
+        "max_tokens": 5,
+        "messages": [{"role": "user", "content": "IBAN DE89370400440532013000"}],
+    }
+    r = gw.post(MESSAGES, json=iban)
+    assert r.status_code == 403 and r.json()["error"]["type"] == "permission_error"
+    assert any("ext-cheap" in reason for reason in r.json()["error"]["reasons"])
+    r = gw.post(MESSAGES, json={**iban, "messages": [{"role": "user", "content": "x"}]},
+                headers={"x-data-classification": "bogus"})  # fmt: skip
+    assert r.status_code == 400 and r.json()["error"]["message"].startswith("x-data-classification: ")
 
 
 def test_messages_stream_cut_mid_answer_ends_with_an_error_event(

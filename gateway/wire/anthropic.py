@@ -360,9 +360,15 @@ class MessagesDialect:
         yield sse({"type": "message_stop"}, event="message_stop")
 
     def error_body(self, error: GatewayError) -> dict[str, Any]:
-        """Anthropic error shape ``{"type": "error", "error": {"type", "message"}}``; the
-        field at fault is named in the message (Anthropic's shape has no ``param``)."""
-        return {"type": "error", "error": {"type": anthropic_error_type(error), "message": error.message}}
+        """Anthropic error shape ``{"type": "error", "error": {"type", "message", ...}}``; the
+        field at fault leads the message (Anthropic's shape has no ``param``), and the gateway's
+        extra details (a denial's ``reasons``, a limit's ``limit`` and ``retry_after_s``) ride
+        along as in the OpenAI shape."""
+        message = error.message
+        if error.param and error.param != "body" and not message.startswith(error.param):
+            message = f"{error.param}: {message}"
+        extra = {k: v for k, v in error.body()["error"].items() if k not in ("message", "type", "param", "code")}
+        return {"type": "error", "error": {"type": anthropic_error_type(error), "message": message, **extra}}
 
 
 MESSAGES = MessagesDialect()
