@@ -67,11 +67,12 @@ def _bearer(authorization: str | None, x_api_key: str | None) -> str:
 @dataclass(frozen=True)
 class _Entry:
     """A known key hash: who it authenticates, until when (epoch s; None: no end), and
-    whether it was revoked (kept so the 401 can say so)."""
+    whether it was revoked or rotated out (kept so the 401 can say which)."""
 
     principal: Principal
     valid_until: float | None = None
     revoked: bool = False
+    rotated_out: bool = False
 
 
 class _KeyLimits(Mapping[str, Limits]):
@@ -164,7 +165,7 @@ class KeyRing:
                 by_hash[key.key_hash] = _Entry(principal, expires, revoked)
                 if key.previous_hash and key.previous_valid_until is not None and not revoked:
                     until = key.previous_valid_until.timestamp()
-                    by_hash[key.previous_hash] = _Entry(principal, min(until, expires or until))
+                    by_hash[key.previous_hash] = _Entry(principal, min(until, expires or until), rotated_out=True)
                 limits[key.id] = key.limits
             self._by_hash, self._limits = by_hash, limits  # swapped whole: readers see old or new
             self._fingerprint = fingerprint
@@ -182,6 +183,12 @@ class KeyRing:
         if found.revoked:
             raise AuthenticationFailed("this API key has been revoked", param="authorization", code="key_revoked")
         if found.valid_until is not None and self._clock() >= found.valid_until:
+            if found.rotated_out:
+                raise AuthenticationFailed(
+                    "this API key was rotated and its grace period has ended; use the new key",
+                    param="authorization",
+                    code="key_rotated",
+                )
             raise AuthenticationFailed("this API key has expired", param="authorization", code="key_expired")
         return found.principal
 

@@ -268,7 +268,9 @@ def test_rotation_grace_period_keeps_the_old_key_until_it_ends(gw: GatewayUnderT
     assert rotated["previous_key_valid_until"]
     assert _chat(gw, created["key"]).status_code == 200 and _chat(gw, rotated["key"]).status_code == 200
     time.sleep(1.6)
-    assert _chat(gw, created["key"]).status_code == 401 and _chat(gw, rotated["key"]).status_code == 200
+    old_key = _chat(gw, created["key"])
+    assert old_key.status_code == 401 and old_key.json()["error"]["code"] == "key_rotated"
+    assert _chat(gw, rotated["key"]).status_code == 200
     bad = _admin(gw, "POST", f"{KEYS}/{created['id']}/rotate", json={"grace_s": -1})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "grace_s"
 
