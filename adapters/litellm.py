@@ -127,59 +127,48 @@ class LiteLLMAdapter:
             kwargs["api_key"] = target.api_key
         return kwargs
 
-    async def complete(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
-        """Non-stream completion; returns an OpenAI ``chat.completion`` dict."""
+    async def _call(self, fn: Any, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        """One non-stream litellm call (``acompletion``, ``atext_completion``...) as a dict."""
         try:
-            response = await self._litellm.acompletion(**self._kwargs(target, body))
+            response = await fn(**self._kwargs(target, body))
         except Exception as exc:  # litellm raises many classes; all are mapped here
             raise _map_error(exc) from exc
         data: dict[str, Any] = response.model_dump(exclude_none=True)
         return data
 
-    async def stream(self, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
-        """Streamed completion; yields OpenAI ``chat.completion.chunk`` dicts, usage last."""
+    async def _stream(self, fn: Any, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """One streamed litellm call, chunks as dicts, usage last."""
         kwargs = self._kwargs(target, body)
         kwargs.update(stream=True, stream_options={"include_usage": True})
         try:
-            response = await self._litellm.acompletion(**kwargs)
+            response = await fn(**kwargs)
             async for chunk in response:
                 yield chunk.model_dump(exclude_none=True)
         except AdapterError:
             raise
         except Exception as exc:
             raise _map_error(exc) from exc
+
+    async def complete(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
+        """Non-stream completion; returns an OpenAI ``chat.completion`` dict."""
+        return await self._call(self._litellm.acompletion, target, body)
+
+    def stream(self, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+        """Streamed completion; yields OpenAI ``chat.completion.chunk`` dicts, usage last."""
+        return self._stream(self._litellm.acompletion, target, body)
 
     async def complete_text(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         """Non-stream legacy text completion through ``litellm.atext_completion`` (litellm
         turns it into a chat call for providers without one); returns a ``text_completion``."""
-        try:
-            response = await self._litellm.atext_completion(**self._kwargs(target, body))
-        except Exception as exc:
-            raise _map_error(exc) from exc
-        data: dict[str, Any] = response.model_dump(exclude_none=True)
-        return data
+        return await self._call(self._litellm.atext_completion, target, body)
 
-    async def stream_text(self, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
+    def stream_text(self, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
         """Streamed legacy text completion; yields ``text_completion`` chunk dicts."""
-        kwargs = self._kwargs(target, body)
-        kwargs.update(stream=True, stream_options={"include_usage": True})
-        try:
-            response = await self._litellm.atext_completion(**kwargs)
-            async for chunk in response:
-                yield chunk.model_dump(exclude_none=True)
-        except AdapterError:
-            raise
-        except Exception as exc:
-            raise _map_error(exc) from exc
+        return self._stream(self._litellm.atext_completion, target, body)
 
     async def embed(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         """Embeddings through ``litellm.aembedding``; returns an OpenAI embeddings ``list``."""
-        try:
-            response = await self._litellm.aembedding(**self._kwargs(target, body))
-        except Exception as exc:
-            raise _map_error(exc) from exc
-        data: dict[str, Any] = response.model_dump(exclude_none=True)
-        return data
+        return await self._call(self._litellm.aembedding, target, body)
 
     async def health(self, target: Target) -> None:
         """Health probe by the provider's model list, no tokens spent: ``anthropic/...`` →
