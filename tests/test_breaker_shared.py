@@ -15,12 +15,12 @@ import pytest
 from gateway.breaker import SharedCircuitBreaker
 from tests.conftest import GatewayUnderTest, make_config
 from tests.support.provider_sim import ProviderSimulator
+from tests.support.redis_keys import REDIS_URL, drop_keys, run_prefix
 from tests.support.servers import free_port
 
 CHAT = "/v1/chat/completions"
 REQ = {"model": "external", "messages": [{"role": "user", "content": "hi"}]}
-REDIS_URL = "redis://127.0.0.1:6379/0"
-RUN = f"sgw-test-breaker:{uuid.uuid4().hex[:12]}:"
+RUN = run_prefix("breaker")
 NO_LLAMA = "http://127.0.0.1:9/v1"  # the "external" alias only: no local model needed
 
 
@@ -31,19 +31,7 @@ def _prefix() -> str:
 @pytest.fixture(scope="module", autouse=True)
 def _cleanup_redis() -> Iterator[None]:
     yield
-
-    async def clean() -> None:
-        from redis.asyncio import Redis
-
-        client = Redis.from_url(REDIS_URL)
-        try:
-            keys = [k async for k in client.scan_iter(match=f"{RUN}*", count=1000)]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
-
-    asyncio.run(clean())
+    drop_keys(RUN)
 
 
 def _pair(prefix: str, **kw: Any) -> tuple[SharedCircuitBreaker, SharedCircuitBreaker]:

@@ -38,12 +38,12 @@ from gateway.keystore import KeyAdmin, KeyStore
 from gateway.notify import ChangeWatcher, publish
 from tests.conftest import APP_KEY, AUDITOR_KEY, ROOT, GatewayUnderTest, make_config
 from tests.support.provider_sim import ProviderSimulator
+from tests.support.redis_keys import REDIS_URL, drop_keys, run_prefix
 from tests.support.servers import free_port
 
 CHAT = "/v1/chat/completions"
 KEYS = "/v1/admin/keys"
-REDIS_URL = "redis://127.0.0.1:6379/0"
-RUN = f"sgw-test-keys:{uuid.uuid4().hex[:12]}:"
+RUN = run_prefix("keys")
 ADMIN_KEY = "sk-test-acme-admin"
 GLOBEX_ADMIN_KEY = "sk-test-globex-admin"
 
@@ -51,19 +51,7 @@ GLOBEX_ADMIN_KEY = "sk-test-globex-admin"
 @pytest.fixture(scope="module", autouse=True)
 def _cleanup_redis() -> Iterator[None]:
     yield
-
-    async def clean() -> None:
-        from redis.asyncio import Redis
-
-        client = Redis.from_url(REDIS_URL)
-        try:
-            keys = [k async for k in client.scan_iter(match=f"{RUN}*", count=1000)]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
-
-    asyncio.run(clean())
+    drop_keys(RUN)
 
 
 def _doc(sim_a: ProviderSimulator, sim_b: ProviderSimulator, *, redis: bool = False) -> dict[str, Any]:

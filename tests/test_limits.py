@@ -13,7 +13,6 @@ import asyncio
 import datetime as dt
 import itertools
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,11 +26,11 @@ from gateway.limits.rules import Rule, window
 from gateway.limits.stores import LimitStore
 from tests.conftest import APP_KEY, GatewayUnderTest, make_config
 from tests.support.provider_sim import ProviderSimulator
+from tests.support.redis_keys import REDIS_URL, drop_keys, run_prefix
 from tests.support.servers import free_port
 
 CHAT = "/v1/chat/completions"
-REDIS_URL = "redis://127.0.0.1:6379/0"
-RUN = f"sgw-test:{uuid.uuid4().hex[:12]}:"
+RUN = run_prefix("limits")
 _seq = itertools.count()
 
 
@@ -42,19 +41,7 @@ def _prefix() -> str:
 @pytest.fixture(scope="module", autouse=True)
 def _cleanup_redis() -> Iterator[None]:
     yield
-
-    async def clean() -> None:
-        from redis.asyncio import Redis
-
-        client = Redis.from_url(REDIS_URL)
-        try:
-            keys = [k async for k in client.scan_iter(match=f"{RUN}*", count=1000)]
-            if keys:
-                await client.delete(*keys)
-        finally:
-            await client.aclose()
-
-    asyncio.run(clean())
+    drop_keys(RUN)
 
 
 def _store_config(kind: str, **extra: Any) -> dict[str, Any]:

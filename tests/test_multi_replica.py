@@ -36,9 +36,9 @@ from gateway.auth import hash_key
 from gateway.cli import migrate_database
 from tests.conftest import ROOT
 from tests.support.provider_sim import ProviderSimulator
+from tests.support.redis_keys import REDIS_URL, drop_keys_async, run_prefix
 from tests.support.servers import free_port
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 LIMITED_KEY = "sk-test-mr-limited"  # rpm 3
 APP_KEY = "sk-test-mr-app"  # unlimited
 ADMIN_KEY = "sk-test-mr-admin"
@@ -99,19 +99,6 @@ async def _admin_sql(sql: str) -> None:
         await conn.execute(sql)
     finally:
         await conn.close()
-
-
-async def _drop_redis_keys(prefix: str) -> int:
-    from redis.asyncio import Redis
-
-    client = Redis.from_url(REDIS_URL)
-    try:
-        keys = [k async for k in client.scan_iter(match=f"{prefix}*", count=500)]
-        if keys:
-            await client.delete(*keys)
-        return len(keys)
-    finally:
-        await client.aclose()
 
 
 def _config(sim: ProviderSimulator, tmp: Path, prefix: str) -> dict[str, Any]:
@@ -194,7 +181,7 @@ def _wait_healthy(replica: Replica, deadline: float) -> None:
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("multi-replica")
     db = f"gw_mr_{uuid.uuid4().hex[:10]}"
-    prefix = f"sgw-test-mr-{uuid.uuid4().hex[:8]}:"
+    prefix = run_prefix("mr")
     asyncio.run(_admin_sql(f'CREATE DATABASE "{db}"'))
     audit_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}"
     replicas: list[Replica] = []
@@ -217,7 +204,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             yield found
         finally:
             Cluster(replicas, audit_url, None, sim, prefix).stop()
-            asyncio.run(_drop_redis_keys(prefix))
+            asyncio.run(drop_keys_async(prefix))
             asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)'))
 
 

@@ -33,6 +33,7 @@ from gateway.policy.replay import rule_catalog
 from gateway.policy.testing import cases_from_documents, load_tests, run_tests
 from tests.conftest import APP_KEY, AUDITOR_KEY, OTHER_TENANT_KEY, ROOT, GatewayUnderTest, make_config
 from tests.support.provider_sim import ProviderSimulator
+from tests.support.redis_keys import REDIS_URL, drop_keys, run_prefix
 
 POLICY_DIR = ROOT / "policies"
 ADMIN_KEY = "sk-test-policy-admin"
@@ -40,7 +41,6 @@ TENANT_ADMIN_KEY = "sk-test-policy-tenant-admin"
 POLICIES = "/v1/admin/policies"
 CHAT = "/v1/chat/completions"
 EXTERNAL = {"model": "external", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 CASES = load_tests(POLICY_DIR)
 
@@ -358,8 +358,8 @@ def test_an_activation_through_one_gateway_is_in_force_on_another_within_a_secon
     url = _fresh_pg(pg_url, name)
     migrate_database(url)
     doc = _doc(sim_a, sim_b, poll_interval_s=0.5 if transport == "polling" else 30.0)
+    prefix = run_prefix("policy")
     if transport == "redis":
-        prefix = f"sgw-test-policy:{uuid.uuid4().hex[:8]}:"
         doc["limits_store"] = {"kind": "redis", "url": REDIS_URL, "key_prefix": prefix}
     one = start_gateway(doc, audit_url=url, migrate=False, check_invariant=False)
     two = start_gateway(doc, audit_url=url, migrate=False, check_invariant=False)
@@ -375,6 +375,7 @@ def test_an_activation_through_one_gateway_is_in_force_on_another_within_a_secon
     assert rec["policy_revision"] == r.json()["to"]
     written = asyncio.run(_count(url))
     assert written == one.sent + two.sent
+    drop_keys(prefix)
 
 
 def _fresh_pg(pg_url: str, name: str) -> str:
