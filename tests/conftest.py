@@ -47,9 +47,16 @@ def sim_b() -> Iterator[ProviderSimulator]:
         yield sim
 
 
+@pytest.fixture(scope="session")
+def sim_local() -> Iterator[ProviderSimulator]:
+    """The simulator that plays the on-prem deployment ``local-sim`` (tests/support/sim_gateway.py)."""
+    with ProviderSimulator(name="local-sim") as sim:
+        yield sim
+
+
 @pytest.fixture(autouse=True)
 def _reset_sims(request: pytest.FixtureRequest) -> Iterator[None]:
-    for name in ("sim_a", "sim_b"):
+    for name in ("sim_a", "sim_b", "sim_local"):
         if name in request.fixturenames:
             request.getfixturevalue(name).reset()
     yield

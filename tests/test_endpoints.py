@@ -12,7 +12,7 @@ as a protocol error (test_malformed_upstream_embeddings_are_502)."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -26,18 +26,6 @@ COMPLETIONS = "/v1/completions"
 EMBEDDINGS = "/v1/embeddings"
 RESPONSES = "/v1/responses"
 MESSAGES = "/v1/messages"
-
-
-@pytest.fixture(scope="module")
-def sim_local() -> Iterator[ProviderSimulator]:
-    """The simulator that plays the on-prem deployment ``local-sim``."""
-    with ProviderSimulator(name="local-sim") as sim:
-        yield sim
-
-
-@pytest.fixture(autouse=True)
-def _reset_local(sim_local: ProviderSimulator) -> None:
-    sim_local.reset()
 
 
 @pytest.fixture(scope="module")

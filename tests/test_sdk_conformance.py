@@ -6,7 +6,7 @@ counts its requests into the gateway's tally, so requests sent == audit records 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import anthropic
 import httpx
@@ -17,17 +17,6 @@ import pytest
 from tests.conftest import APP_KEY, AUDITOR_KEY, GatewayUnderTest
 from tests.support.provider_sim import ProviderSimulator
 from tests.support.sim_gateway import EMAIL, IBAN, SECRET_PROMPT, leaked, sim_config
-
-
-@pytest.fixture(scope="module")
-def sim_local() -> Iterator[ProviderSimulator]:
-    with ProviderSimulator(name="local-sim") as sim:
-        yield sim
-
-
-@pytest.fixture(autouse=True)
-def _reset_local(sim_local: ProviderSimulator) -> None:
-    sim_local.reset()
 
 
 @pytest.fixture(scope="module")
