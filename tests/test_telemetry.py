@@ -16,12 +16,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from aiohttp import web
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.telemetry import JsonLogFormatter, finished_spans_text, log_context
 from tests.conftest import GatewayUnderTest, make_config
 from tests.support.provider_sim import ProviderSimulator
+from tests.support.servers import AiohttpThread
 
 CHAT = "/v1/chat/completions"
 CANARY = "CANARY-q7Zx31-never-export-me"
@@ -176,47 +178,28 @@ def test_json_log_lines_carry_request_and_trace_ids() -> None:
 
 
 class _HttpCollector:
-    """An OTLP/HTTP receiver on loopback: stores the decoded export requests per path."""
+    """An OTLP/HTTP receiver on loopback: stores the raw export requests per path."""
 
     def __init__(self) -> None:
         self.received: dict[str, list[bytes]] = {"/v1/traces": [], "/v1/metrics": []}
+        self._server = AiohttpThread(self._app, name="otlp-collector")
 
-    def __enter__(self) -> _HttpCollector:
-        import asyncio
-        import threading
-
-        from aiohttp import web
-
-        async def handle(request: Any) -> Any:
+    def _app(self) -> web.Application:
+        async def handle(request: web.Request) -> web.Response:
             self.received.setdefault(request.path, []).append(await request.read())
             return web.Response(body=b"", content_type="application/x-protobuf")
 
-        self._loop = asyncio.new_event_loop()
-        ready = threading.Event()
+        app = web.Application()
+        app.router.add_post("/v1/traces", handle)
+        app.router.add_post("/v1/metrics", handle)
+        return app
 
-        async def serve() -> None:
-            app = web.Application()
-            app.router.add_post("/v1/traces", handle)
-            app.router.add_post("/v1/metrics", handle)
-            self._runner = web.AppRunner(app)
-            await self._runner.setup()
-            site = web.TCPSite(self._runner, "127.0.0.1", 0)
-            await site.start()
-            self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            ready.set()
-
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
-        self._thread.start()
-        asyncio.run_coroutine_threadsafe(serve(), self._loop)
-        ready.wait(10)
+    def __enter__(self) -> _HttpCollector:
+        self.port = self._server.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        import asyncio
-
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self._server.stop()
 
 
 def _span_names(payloads: list[bytes]) -> set[str]:

@@ -52,6 +52,8 @@ from typing import Any, Self
 from aiohttp import web
 from regopy import Interpreter
 
+from tests.support.servers import AiohttpThread
+
 __all__ = ["INTERNAL_ERROR_BODY", "FakeOpa", "OpaBehaviour"]
 
 #: Body answered when a behaviour sets ``status`` without ``body`` (OPA's error shape).
@@ -98,37 +100,16 @@ class FakeOpa:
         self._queries: list[tuple[str, Any]] = []
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="fake-opa-rego")
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
+        self._server = AiohttpThread(self._app, name="fake-opa")
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> Self:
         """Start serving; returns self. Raises RuntimeError if already started."""
-        if self._thread is not None:
-            raise RuntimeError("FakeOpa already started")
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(ready.set)
-            loop.run_forever()
-
-        thread = threading.Thread(target=run, name="fake-opa", daemon=True)
-        thread.start()
-        ready.wait(10)
-        self._loop, self._thread = loop, thread
-        try:
-            self._port = asyncio.run_coroutine_threadsafe(self._serve(), loop).result(10)
-        except BaseException:
-            self.stop()
-            raise
+        self._server.start()
         return self
 
-    async def _serve(self) -> int:
+    def _app(self) -> web.Application:
         app = web.Application(client_max_size=16 * 1024 * 1024)
         app.router.add_put("/v1/policies/{id:.+}", self._put_policy)
         app.router.add_delete("/v1/policies/{id:.+}", self._delete_policy)
@@ -137,31 +118,11 @@ class FakeOpa:
         app.router.add_post("/v1/data/{path:.*}", self._data)
         app.router.add_put("/v1/data/{path:.*}", self._put_data)
         app.router.add_get("/health", self._health)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        self._runner = runner
-        server = site._server
-        assert server is not None
-        sockets = getattr(server, "sockets", None) or []
-        return int(sockets[0].getsockname()[1])
+        return app
 
     def stop(self) -> None:
         """Stop the server, its thread and the evaluation pool (idempotent)."""
-        loop, thread, runner = self._loop, self._thread, self._runner
-        self._loop = self._thread = self._runner = None
-        self._port = None
-        if loop is not None:
-            try:
-                if runner is not None:
-                    asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-            finally:
-                loop.call_soon_threadsafe(loop.stop)
-                if thread is not None:
-                    thread.join(10)
-                if not loop.is_running():
-                    loop.close()
+        self._server.stop()
         self._pool.shutdown(wait=False, cancel_futures=True)
 
     def __enter__(self) -> Self:
@@ -175,9 +136,9 @@ class FakeOpa:
     @property
     def url(self) -> str:
         """Base URL, ``http://127.0.0.1:<port>`` (only while started)."""
-        if self._port is None:
+        if self._server.port is None:
             raise RuntimeError("FakeOpa is not started")
-        return f"http://127.0.0.1:{self._port}"
+        return f"http://127.0.0.1:{self._server.port}"
 
     @property
     def queries(self) -> list[tuple[str, Any]]:

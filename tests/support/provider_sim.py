@@ -86,7 +86,6 @@ import hashlib
 import itertools
 import json
 import math
-import socket
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -94,6 +93,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Self
 
 from aiohttp import web
+
+from tests.support.servers import AiohttpThread
 
 __all__ = [
     "ANTHROPIC_ERROR_BODY",
@@ -300,75 +301,27 @@ class ProviderSimulator:
         """``GET /v1/models`` requests received (what gateway health checks call)."""
         self._remaining: int | None = None
         self._ids = itertools.count(1)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-        self._runner: web.AppRunner | None = None
-        self._port: int | None = None
+        self._server = AiohttpThread(self._app, name=f"provider-sim-{name}", shutdown_timeout_s=shutdown_timeout_s)
 
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> Self:
         """Start serving on 127.0.0.1 at a free port; returns ``self``."""
-        if self._thread is not None:
-            raise RuntimeError("ProviderSimulator already started")
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(ready.set)
-            loop.run_forever()
-
-        thread = threading.Thread(target=run, name=f"provider-sim-{self.name}", daemon=True)
-        thread.start()
-        ready.wait()
-        self._loop, self._thread = loop, thread
-        try:
-            self._port = asyncio.run_coroutine_threadsafe(self._serve(), loop).result(10)
-        except BaseException:
-            self.stop()
-            raise
+        self._server.start()
         return self
 
-    async def _serve(self) -> int:
+    def _app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._wrap(self._chat))
         app.router.add_post("/v1/messages", self._wrap(self._messages))
         app.router.add_post("/v1/embeddings", self._wrap(self._embeddings))
         app.router.add_post("/v1/completions", self._wrap(self._completions))
         app.router.add_get("/v1/models", self._models)
-        runner = web.AppRunner(
-            app,
-            access_log=None,
-            handle_signals=False,
-            shutdown_timeout=self._shutdown_timeout_s,
-        )
-        await runner.setup()
-        self._runner = runner
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        sock.setblocking(False)
-        site = web.SockSite(runner, sock, backlog=1024)
-        await site.start()
-        return int(sock.getsockname()[1])
+        return app
 
     def stop(self) -> None:
         """Stop the server and its thread (idempotent)."""
-        loop, thread, runner = self._loop, self._thread, self._runner
-        self._loop = self._thread = self._runner = None
-        self._port = None
-        if loop is None:
-            return
-        try:
-            if runner is not None:
-                asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(self._shutdown_timeout_s + 10)
-        finally:
-            loop.call_soon_threadsafe(loop.stop)
-            if thread is not None:
-                thread.join(10)
-            if not loop.is_running():
-                loop.close()
+        self._server.stop()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -388,9 +341,9 @@ class ProviderSimulator:
     @property
     def port(self) -> int:
         """The bound TCP port (only while started)."""
-        if self._port is None:
+        if self._server.port is None:
             raise RuntimeError("ProviderSimulator is not started")
-        return self._port
+        return self._server.port
 
     @property
     def url(self) -> str:
