@@ -748,11 +748,11 @@ def policy_test(directory: Annotated[Path, typer.Argument(help="policy directory
 
     bundle, tests = _read_policy_dir(directory)
     try:
-        check_bundle(bundle)
+        evaluator = check_bundle(bundle)
     except PolicyLoadError as exc:
         err.print(f"[bold red]refused[/]: {exc}")
         raise typer.Exit(2) from None
-    results = run_tests(bundle, tests)
+    results = run_tests(bundle, tests, evaluator=evaluator)
     for result in results:
         if not result.passed:
             typer.echo(f"FAIL {result.case.file}: {result.case.name}")

@@ -51,8 +51,9 @@ def _called_functions(source: str) -> tuple[set[str], set[str]]:
     return called, defined
 
 
-def check_bundle(bundle: PolicyBundle) -> None:
-    """Compile ``bundle`` and check its builtins; raises PolicyLoadError with the reason.
+def check_bundle(bundle: PolicyBundle) -> Evaluator:
+    """Check ``bundle``'s builtins and compile it; returns the compiled :class:`Evaluator`
+    (for the calling thread). Raises PolicyLoadError with the reason.
 
     A policy that calls e.g. ``net.cidr_contains`` (not in rego-cpp) would otherwise load and
     silently evaluate to undefined for every request.
@@ -76,7 +77,7 @@ def check_bundle(bundle: PolicyBundle) -> None:
     )
     if missing:
         raise PolicyLoadError(f"policy calls functions the embedded engine does not implement: {missing}")
-    _compile(bundle)
+    return Evaluator(bundle)
 
 
 def _compile(bundle: PolicyBundle) -> tuple[Interpreter, Any]:

@@ -21,7 +21,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from gateway.errors import InvalidRequest, NotFound
 from gateway.notify import publish
 from gateway.policy import PolicyBundle, PolicyEngine
-from gateway.policy.embedded import Evaluator, PolicyLoadError, check_bundle
+from gateway.policy.embedded import PolicyLoadError, check_bundle
 from gateway.policy.store import PolicyStore
 from gateway.policy.testing import PolicyCase, run_tests
 
@@ -56,8 +56,8 @@ def validate(bundle: PolicyBundle, tests: list[PolicyCase] | None = None) -> dic
     Raises InvalidRequest (400, param ``modules`` or ``tests``) naming the problem.
     """
     try:
-        check_bundle(bundle)
-        raw = Evaluator(bundle).evaluate(PROBE_INPUT)
+        evaluator = check_bundle(bundle)
+        raw = evaluator.evaluate(PROBE_INPUT)
     except (PolicyLoadError, RuntimeError, ValueError) as exc:
         raise InvalidRequest(f"policy refused: {exc}", param="modules", code="policy_invalid") from exc
     if not isinstance(raw, dict) or not isinstance(raw.get("allow"), bool):
@@ -68,7 +68,7 @@ def validate(bundle: PolicyBundle, tests: list[PolicyCase] | None = None) -> dic
             param="modules",
             code="policy_invalid",
         )
-    results = run_tests(bundle, tests or [])
+    results = run_tests(bundle, tests or [], evaluator=evaluator)
     failed = [r for r in results if not r.passed]
     if failed:
         detail = "; ".join(f"{r.case.file}: {r.case.name}: {', '.join(r.problems)}" for r in failed[:5])

@@ -132,16 +132,19 @@ def _check(view: dict[str, Any], expect: dict[str, Any]) -> list[str]:
     return problems
 
 
-def run_tests(bundle: PolicyBundle, cases: list[PolicyCase]) -> list[CaseResult]:
-    """Evaluate every case through the embedded engine. Raises PolicyLoadError if ``bundle``
-    (or a case's data patch of it) does not compile."""
-    evaluators: dict[str, Evaluator] = {}
+def run_tests(
+    bundle: PolicyBundle, cases: list[PolicyCase], *, evaluator: Evaluator | None = None
+) -> list[CaseResult]:
+    """Evaluate every case through the embedded engine (``evaluator``: ``bundle`` already
+    compiled, reused). Raises PolicyLoadError if ``bundle`` (or a case's data patch of it)
+    does not compile."""
+    evaluators: dict[str, Evaluator] = {bundle.revision: evaluator} if evaluator is not None else {}
     results = []
     for case in cases:
         target = PolicyBundle(bundle.modules, _merge(bundle.data, case.data)) if case.data else bundle
-        evaluator = evaluators.get(target.revision)
-        if evaluator is None:
-            evaluator = evaluators[target.revision] = Evaluator(target)
-        view = decision_view(evaluator.decide(case.input))
+        compiled = evaluators.get(target.revision)
+        if compiled is None:
+            compiled = evaluators[target.revision] = Evaluator(target)
+        view = decision_view(compiled.decide(case.input))
         results.append(CaseResult(case, _check(view, case.expect)))
     return results
