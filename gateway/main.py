@@ -249,8 +249,7 @@ async def close_gateway(gateway: Gateway) -> None:
     await gateway.audit.aclose()
     if gateway.key_admin is not None:
         await gateway.key_admin.aclose()
-    if gateway.telemetry is not None:
-        gateway.telemetry.shutdown()
+    gateway.telemetry.shutdown()
 
 
 def create_app(config: GatewayConfig | None = None, settings: Settings | None = None) -> FastAPI:
@@ -294,7 +293,7 @@ def create_app(config: GatewayConfig | None = None, settings: Settings | None = 
     async def metrics(request: Request) -> Response:
         """Prometheus text exposition of the gateway's metrics (``telemetry.prometheus``)."""
         gateway: Gateway = request.app.state.gateway
-        if gateway.telemetry is None or not gateway.config.telemetry.prometheus:
+        if not gateway.config.telemetry.prometheus:
             raise NotFound("metrics are off (telemetry.prometheus: false)")
         return Response(gateway.telemetry.prometheus_text(), media_type=PROMETHEUS_CONTENT_TYPE)
 

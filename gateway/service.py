@@ -102,7 +102,7 @@ class Gateway:
         key_admin: KeyAdmin | None = None,
         watchers: Sequence[ChangeWatcher] = (),
         policies: PolicyManager | None = None,
-        telemetry: Telemetry | None = None,
+        telemetry: Telemetry,
         token_counters: Mapping[str, TokenCounter] | None = None,
         rng: random.Random | None = None,
     ) -> None:
@@ -119,7 +119,7 @@ class Gateway:
         self.key_admin = key_admin  # run-time API keys (None: only gateway.yaml's)
         self.watchers = tuple(watchers)  # change watchers (gateway/notify.py), closed first
         self.policies = policies  # versioned policies (push, activate, rollback); None in unit tests
-        self.telemetry = telemetry  # spans, metrics (gateway/telemetry.py); None: none recorded
+        self.telemetry = telemetry  # spans, metrics, request logs (gateway/telemetry.py)
         self.token_counters = dict(token_counters or {})  # deployment id → its tokenizer (gateway/tokens.py)
         self._rng = rng or random.Random()
 
@@ -135,8 +135,7 @@ class Gateway:
     async def handle(self, ctx: RequestContext, raw: bytes, headers: Mapping[str, str], dialect: Dialect) -> Outcome:
         """Run one request of any endpoint through the pipeline; ``dialect`` is the endpoint's
         wire format (gateway/wire): it parses the body into a Call and renders the answer."""
-        if self.telemetry is not None:
-            self.telemetry.start_request(ctx, headers)
+        self.telemetry.start_request(ctx, headers)
         try:
             outcome = await self._run(ctx, raw, headers, dialect)
         except GatewayError as exc:
@@ -150,47 +149,39 @@ class Gateway:
         if outcome.stream is None:
             ctx.status = "ok"
             ctx.http_status = 200
-            with self._stage(ctx, "audit"):
+            with self.telemetry.stage(ctx, "audit"):
                 await self.audit.record_outcome(ctx)
             self._finish(ctx, outcome.response)
-        outcome.headers.update(self._trace_headers(ctx))
+        outcome.headers.update(self.telemetry.response_headers(ctx))
         return outcome
-
-    def _stage(self, ctx: RequestContext, name: str) -> contextlib.AbstractContextManager[Any]:
-        """A span for one pipeline stage (nothing without telemetry)."""
-        return self.telemetry.stage(ctx, name) if self.telemetry is not None else contextlib.nullcontext()
-
-    def _trace_headers(self, ctx: RequestContext) -> dict[str, str]:
-        return self.telemetry.response_headers(ctx) if self.telemetry is not None else {}
 
     def _finish(self, ctx: RequestContext, response: Mapping[str, Any] | None = None) -> None:
         """End the request's span and record its metrics (after its final audit record)."""
-        if self.telemetry is not None:
-            model = response.get("model") if isinstance(response, Mapping) else None
-            self.telemetry.finish(ctx, response_model=model if isinstance(model, str) else None)
+        model = response.get("model") if isinstance(response, Mapping) else None
+        self.telemetry.finish(ctx, response_model=model if isinstance(model, str) else None)
 
     async def fail(self, ctx: RequestContext, error: GatewayError) -> Outcome:
         """Record a request that ended in ``error`` and return it as the outcome.
 
         If the audit store is down too, the outcome is AuditUnavailable (503).
         """
-        if self.telemetry is not None and ctx.span is None:  # failed before the pipeline (body read)
+        if ctx.span is None:  # failed before the pipeline (reading the body)
             self.telemetry.start_request(ctx, {})
         ctx.status = error.outcome
         ctx.http_status = error.status
         ctx.error = error.message
         try:
-            with self._stage(ctx, "audit"):
+            with self.telemetry.stage(ctx, "audit"):
                 await self.audit.record_outcome(ctx)
         except GatewayError as audit_error:
             ctx.status, ctx.http_status = audit_error.outcome, audit_error.status
             self._finish(ctx)
-            return Outcome(ctx, error=audit_error, headers=self._trace_headers(ctx))
+            return Outcome(ctx, error=audit_error, headers=self.telemetry.response_headers(ctx))
         self._finish(ctx)
-        return Outcome(ctx, error=error, headers=self._trace_headers(ctx))
+        return Outcome(ctx, error=error, headers=self.telemetry.response_headers(ctx))
 
     async def _run(self, ctx: RequestContext, raw: bytes, headers: Mapping[str, str], dialect: Dialect) -> Outcome:
-        with self._stage(ctx, "authenticate"):
+        with self.telemetry.stage(ctx, "authenticate"):
             ctx.principal = self.keyring.authenticate(headers.get("authorization"), headers.get("x-api-key"))
             require_role(ctx.principal, "app")
         data = parse_body(raw)
@@ -219,7 +210,7 @@ class Gateway:
         candidates, strategy = found
 
         tenant = self.config.tenants[ctx.principal.tenant]
-        with self._stage(ctx, "classify"):
+        with self.telemetry.stage(ctx, "classify"):
             ctx.classification = self.classifier.classify(data, declared=declared, floor=tenant.floor)
 
         texts = request_texts(data)
@@ -241,7 +232,7 @@ class Gateway:
             deployments=[d.policy_view(healthy=self.deployment_healthy(d)) for d in candidates],
         )
         ctx.policy_input = policy_input
-        with self._stage(ctx, "decide"):
+        with self.telemetry.stage(ctx, "decide"):
             ctx.decision = decision = await self.engine.decide(policy_input)
         if not decision.allow:
             reasons = list(decision.reasons) + [
@@ -260,7 +251,7 @@ class Gateway:
                 reasons=reasons,
             )
 
-        with self._stage(ctx, "route"):
+        with self.telemetry.stage(ctx, "route"):
             planned = plan(
                 candidates,
                 decision.eligible,
@@ -277,7 +268,7 @@ class Gateway:
             ctx.prompt_capture = self.sealer.seal(canonical(request.prompt).encode("utf-8"))
         # Admit before the write-ahead record, so it carries the reservation; a refusal (429)
         # costs one audit entry and sends nothing. Released in chat() if anything below fails.
-        with self._stage(ctx, "admit"):
+        with self.telemetry.stage(ctx, "admit"):
             await self.limiter.admit(
                 ctx,
                 planned=planned,
@@ -286,7 +277,7 @@ class Gateway:
                 output_capped=request.max_output_tokens is not None,
             )
         # Write-ahead: the decision is durable before any byte leaves for a deployment.
-        with self._stage(ctx, "audit"):
+        with self.telemetry.stage(ctx, "audit"):
             await self.audit.record_decision(ctx)
 
         body = request.body
@@ -419,8 +410,7 @@ class Gateway:
         usage: Any = None
         text_parts: list[str] = []
         status, error = "partial", "stream ended early"
-        if self.telemetry is not None:
-            self.telemetry.record_ttft(ctx, time.perf_counter() - ctx.started)
+        self.telemetry.record_ttft(ctx, time.perf_counter() - ctx.started)
         try:
             chunk: dict[str, Any] | None = start.first
             last: dict[str, Any] = start.first
@@ -487,7 +477,7 @@ class Gateway:
                 ctx.error = error or None
                 # The decision record is already durable; if the outcome cannot be added, the
                 # record keeps status "pending" — visible to auditors as an unfinished request.
-                with contextlib.suppress(GatewayError), self._stage(ctx, "audit"):
+                with contextlib.suppress(GatewayError), self.telemetry.stage(ctx, "audit"):
                     await self.audit.record_outcome(ctx)
                 self._finish(ctx, last if status == "ok" else None)
 

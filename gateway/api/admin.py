@@ -45,8 +45,7 @@ async def run_admin(
     action's detail, or ``{"action": endpoint}`` when it failed before producing one).
     """
     ctx = RequestContext(endpoint=endpoint)
-    if gateway.telemetry is not None:
-        gateway.telemetry.start_request(ctx, request.headers)
+    gateway.telemetry.start_request(ctx, request.headers)
     try:
         ctx.principal = gateway.keyring.authenticate(
             request.headers.get("authorization"), request.headers.get("x-api-key")
@@ -69,8 +68,7 @@ async def run_admin(
     except GatewayError as exc:  # the change happened but could not be recorded: say so
         return error_response(exc, {"x-request-id": ctx.request_id})
     finally:
-        if gateway.telemetry is not None:
-            gateway.telemetry.finish(ctx)
+        gateway.telemetry.finish(ctx)
     return JSONResponse(body, status_code=status_code, headers={"x-request-id": ctx.request_id})
 
 

@@ -132,9 +132,7 @@ def _check(view: dict[str, Any], expect: dict[str, Any]) -> list[str]:
     return problems
 
 
-def run_tests(
-    bundle: PolicyBundle, cases: list[PolicyCase], *, evaluator: Evaluator | None = None
-) -> list[CaseResult]:
+def run_tests(bundle: PolicyBundle, cases: list[PolicyCase], *, evaluator: Evaluator | None = None) -> list[CaseResult]:
     """Evaluate every case through the embedded engine (``evaluator``: ``bundle`` already
     compiled, reused). Raises PolicyLoadError if ``bundle`` (or a case's data patch of it)
     does not compile."""
