@@ -18,7 +18,7 @@ from gateway.api.openai import read_body
 from gateway.auth import require_role
 from gateway.context import Principal
 from gateway.errors import InvalidRequest, NotFound, PermissionDenied, PolicyUnavailable
-from gateway.policy import PolicyBundle
+from gateway.policy import PolicyBundle, check_data
 from gateway.policy.embedded import PolicyLoadError
 from gateway.policy.manager import PolicyManager
 from gateway.policy.replay import explain, whatif
@@ -39,11 +39,15 @@ async def _json_object(request: Request, gateway: Gateway) -> dict[str, Any]:
 
 
 def _bundle(body: dict[str, Any]) -> PolicyBundle:
+    data = body.get("data") or {}
     try:
-        return PolicyBundle.from_parts(body.get("modules"), body.get("data") or {})
+        check_data(data)
     except ValueError as exc:
-        param = "data" if "data" in str(exc) and "module" not in str(exc) else "modules"
-        raise InvalidRequest(str(exc), param=param) from None
+        raise InvalidRequest(str(exc), param="data") from None
+    try:
+        return PolicyBundle.from_parts(body.get("modules"), data)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="modules") from None
 
 
 def _tests(body: dict[str, Any]) -> list[PolicyCase] | None:

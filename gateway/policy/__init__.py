@@ -23,6 +23,7 @@ __all__ = [
     "PolicyBundle",
     "PolicyEngine",
     "build_input",
+    "check_data",
     "decision_view",
     "load_bundle",
     "parse_decision",
@@ -75,7 +76,7 @@ class PolicyBundle:
                 )
             if not isinstance(source, str):
                 raise ValueError(f"module {name!r}: its source must be a string")
-        _check_data(data)
+        check_data(data)
         return cls(modules, data)
 
     def with_data(self, path: Sequence[str], value: Any) -> PolicyBundle:
@@ -93,7 +94,7 @@ class PolicyBundle:
 _MODULE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*\.rego$")
 
 
-def _check_data(data: Any) -> None:
+def check_data(data: Any) -> None:
     """Policy data is an object whose top-level values are objects (each is written to OPA as
     one document, ``PUT /v1/data/<key>``). Raises ValueError naming the key."""
     if not isinstance(data, dict):
@@ -139,7 +140,7 @@ def load_bundle(path: Path) -> PolicyBundle:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{rel}: not valid JSON: {exc}") from exc
         _merge_data(data, rel.parent.parts, value, str(rel))
-    _check_data(data)
+    check_data(data)
     modules = {str(p.relative_to(path)): p.read_text(encoding="utf-8") for p in files}
     return PolicyBundle(modules, data)
 
