@@ -51,6 +51,9 @@ async def _fire(port: int, kill_after_answers: int, proc: subprocess.Popen[bytes
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", limits=limits, timeout=30) as client:
 
         async def one(i: int) -> str | None:
+            # staggered over ~2 s: however fast the gateway is, requests are still arriving and
+            # in flight when the kill lands (at once, all 200 could be answered before it)
+            await asyncio.sleep(i * 0.01)
             try:
                 r = await client.post(
                     "/v1/chat/completions",
