@@ -96,7 +96,17 @@ STREAM_BODY = json.dumps({**json.loads(BODY), "stream": True})
 RATES = (100, 300, 1000)
 WORKERS = 50  # hey workers for the paced phases and connections at saturation
 
-ALL_TARGETS = ("direct", "floor", "gateway", "gateway-pg", "litellm", "gateway-telemetry-off", "gateway-traces")
+ALL_TARGETS = (
+    "direct",
+    "floor",
+    "gateway",
+    "gateway-process",
+    "gateway-pg",
+    "gateway-pg-process",
+    "litellm",
+    "gateway-telemetry-off",
+    "gateway-traces",
+)
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -493,7 +503,13 @@ def start_floor(workdir: Path, upstream: str) -> Server:
 
 
 def gateway_config(
-    workdir: Path, upstream: str, *, audit_url: str, redis: str | None, telemetry: dict[str, Any]
+    workdir: Path,
+    upstream: str,
+    *,
+    audit_url: str,
+    redis: str | None,
+    telemetry: dict[str, Any],
+    durability: str = "fsync",
 ) -> Path:
     import yaml
 
@@ -503,6 +519,7 @@ def gateway_config(
             "url": audit_url,
             "signing_key_file": str(workdir / "signing-key.pem"),
             "digest_secret_file": str(workdir / "digest.key"),
+            "durability": durability,
         },
         "telemetry": {"logs": "json", **telemetry},
         "deployments": [
@@ -568,7 +585,7 @@ def start_gateway(workdir: Path, upstream: str, *, variant: str, sink: TraceSink
     elif variant == "gateway-traces":
         assert sink is not None
         telemetry = {"traces": "otlp_http", "endpoint": f"http://127.0.0.1:{sink.port}", "prometheus": True}
-    elif variant == "gateway-pg":
+    elif variant.startswith("gateway-pg"):
         db = f"sgw_bench_{tag}"
         subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-qc", f"CREATE DATABASE {db}"], check=True)
         audit_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{db}"
@@ -581,7 +598,10 @@ def start_gateway(workdir: Path, upstream: str, *, variant: str, sink: TraceSink
             )
 
         cleanup.append(drop)
-    config = gateway_config(workdir, upstream, audit_url=audit_url, redis=redis, telemetry=telemetry)
+    durability = "process" if variant.endswith("-process") else "fsync"
+    config = gateway_config(
+        workdir, upstream, audit_url=audit_url, redis=redis, telemetry=telemetry, durability=durability
+    )
     if redis:
         import yaml
 

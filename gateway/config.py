@@ -356,9 +356,17 @@ class AuditConfig(_Strict):
     Ed25519 checkpoint signing key (PEM; created with mode 0600 if missing — mount a real
     secret in production), the secret keying prompt/response HMAC digests (same), the
     auditors' X25519 public key (PEM) for prompt capture obligations, and how often the chain
-    head is signed (entries, seconds)."""
+    head is signed (entries, seconds).
+
+    ``durability`` says what a committed record survives before the request goes on:
+    ``fsync`` (default) — power loss: each group commit is flushed to stable storage (SQLite
+    ``synchronous=FULL``, PostgreSQL ``synchronous_commit=on``), one fsync (~1-4 ms on a VM
+    disk) on every request's path; ``process`` — a crash of the gateway, not of the database
+    host's OS (SQLite WAL ``synchronous=NORMAL``, PostgreSQL ``synchronous_commit=off``), for
+    a commit in tens of microseconds (benchmarks/README.md)."""
 
     url: str = "sqlite+aiosqlite:///.gateway/audit.db"
+    durability: Literal["fsync", "process"] = "fsync"
     signing_key_file: str = ".gateway/audit-signing-key.pem"
     digest_secret_file: str = ".gateway/audit-digest.key"
     capture_public_key_file: str | None = None

@@ -168,6 +168,7 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         signer,
         checkpoint_every=config.audit.checkpoint_every,
         checkpoint_interval_s=config.audit.checkpoint_interval_s,
+        durability=config.audit.durability,
     )
     policies = PolicyManager(
         engine,

@@ -162,6 +162,82 @@ async def test_concurrent_appends_are_group_committed_in_one_gapless_chain(db_ur
     assert report.ok and _one_chain(report).records == 300
 
 
+@pytest.mark.parametrize("durability", ["fsync", "process"])
+async def test_durability_setting_reaches_the_database(db_url: str, durability: str) -> None:
+    """``fsync``: SQLite synchronous=FULL / PostgreSQL's default synchronous_commit=on;
+    ``process``: SQLite synchronous=NORMAL / the ledger's transactions SET LOCAL
+    synchronous_commit TO OFF (PostgreSQL's own session stays on). Records verify either way."""
+    from sqlalchemy import event
+
+    signer = Signer(Ed25519PrivateKey.generate())
+    store = AuditStore.from_url(db_url, signer, durability=durability)
+    statements: list[str] = []
+    event.listen(store.engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    try:
+        await asyncio.gather(*(store.record_outcome(_ctx(i)) for i in range(20)))
+        if db_url.startswith("sqlite"):
+            writer = store.ledger._sqlite
+            assert writer is not None and writer._conn is not None
+            level = writer._conn.execute("PRAGMA synchronous").fetchone()[0]
+            assert level == {"fsync": 2, "process": 1}[durability]  # FULL = 2, NORMAL = 1
+            assert not any("INSERT INTO audit_entries" in s for s in statements)  # on the writer thread
+        else:
+            relaxed = [s for s in statements if "synchronous_commit" in s]
+            inserts = [s for s in statements if s.startswith("INSERT INTO audit_entries")]
+            assert inserts and len(relaxed) == (len(inserts) if durability == "process" else 0)
+            async with store.engine.connect() as conn:
+                assert (await conn.execute(text("SHOW synchronous_commit"))).scalar() == "on"
+    finally:
+        await store.aclose()
+    report = await _verify(db_url, signer)
+    assert report.ok and _one_chain(report).records == 20
+
+
+async def test_process_durability_waits_for_a_write_lock_held_elsewhere_and_checkpoints(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On SQLite, ``process`` commits on the event loop without waiting for the write lock;
+    when another connection holds it the batch goes to the writer thread and waits there
+    (the loop stays free). Every CHECKPOINT_ROWS rows the thread checkpoints the WAL."""
+    import sqlite3
+
+    from gateway.audit.ledger import _SqliteWriter
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"
+    await asyncio.to_thread(migrate_database, url)  # it runs its own event loop
+    monkeypatch.setattr(_SqliteWriter, "CHECKPOINT_ROWS", 10)
+    signer = Signer(Ed25519PrivateKey.generate())
+    store = AuditStore.from_url(url, signer, durability="process")
+    other = sqlite3.connect(tmp_path / "audit.db", isolation_level=None)
+    try:
+        await store.record_outcome(_ctx(0))  # inline
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        pending = asyncio.ensure_future(store.record_outcome(_ctx(1)))
+        ticks = 0
+        while ticks < 20:  # the loop keeps running while the batch waits on the thread
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not pending.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(pending, timeout=10)
+        await asyncio.gather(*(store.record_outcome(_ctx(i)) for i in range(2, 30)))
+        writer = store.ledger._sqlite
+        assert writer is not None and writer._checkpointing is not None
+        await writer._checkpointing
+        busy, wal_frames, checkpointed = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert busy == 0 and wal_frames == checkpointed
+    finally:
+        other.close()
+        await store.aclose()
+    report = await _verify(url, signer)
+    assert report.ok and _one_chain(report).records == 30
+
+
+def test_unknown_durability_is_refused() -> None:
+    with pytest.raises(ValueError, match="durability"):
+        AuditStore.from_url("sqlite+aiosqlite:///:memory:", Signer(Ed25519PrivateKey.generate()), durability="lazy")
+
+
 def _export(url: str, path: Path) -> None:
     async def run() -> None:
         store = AuditStore.from_url(url)
@@ -249,6 +325,28 @@ def test_fast_canonical_json_matches_the_rfc8785_reference(value: Any) -> None:
     from gateway.audit.ledger import canonical
 
     assert canonical(value) == rfc8785.dumps(value).decode()
+
+
+def test_fast_canonical_json_matches_the_reference_on_random_floats_and_strings() -> None:
+    """orjson's number and string writing against RFC 8785 over every float class: random
+    bit patterns (all magnitudes, integral or not, subnormals) and each decade's boundaries."""
+    import random
+    import struct
+
+    import rfc8785
+
+    from gateway.audit.ledger import canonical
+
+    rng = random.Random(20261130)
+    floats = [struct.unpack("d", rng.getrandbits(64).to_bytes(8, "little"))[0] for _ in range(20_000)]
+    floats = [x for x in floats if x == x and abs(x) != float("inf")]
+    for e in range(-12, 24):
+        for m in (1.0, 1.5, 9.999999, 9.5):
+            floats += [m * 10.0**e, -m * 10.0**e, float(int(m * 10.0**e))]
+    chunks = [floats[i : i + 50] for i in range(0, len(floats), 50)]
+    for chunk in chunks:
+        value = {"v": chunk, "s": "".join(chr(rng.randrange(0, 0xD800)) for _ in range(20))}
+        assert canonical(value) == rfc8785.dumps(value).decode()
 
 
 async def test_stored_bodies_are_exactly_rfc8785_of_themselves(ledger_db: tuple[str, Signer]) -> None:
