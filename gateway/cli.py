@@ -110,7 +110,7 @@ def serve(
     # uvicorn supports (benchmarks/run_bench.py); "auto" would pick them too when installed,
     # named here so a missing one fails loudly instead of silently costing throughput.
     uvicorn.run(
-        create_app(cfg, settings),
+        create_app(cfg, settings, freeze_gc=True),
         host=host,
         port=port,
         log_level="warning",

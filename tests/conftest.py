@@ -196,7 +196,15 @@ class GatewayUnderTest:
         self.url = server.url
         self.audit_url = audit_url
         self.sent = 0
-        self.client = httpx.Client(base_url=server.url, timeout=180, event_hooks={"request": [self._count]})
+        # idle connections dropped after 2 s: uvicorn closes them after 5 s, httpx's default
+        # keep-alive is also 5 s, and a request sent on one just as uvicorn closes it fails
+        # ("Server disconnected without sending a response") with nothing recorded
+        self.client = httpx.Client(
+            base_url=server.url,
+            timeout=180,
+            limits=httpx.Limits(keepalive_expiry=2.0),
+            event_hooks={"request": [self._count]},
+        )
 
     def _count(self, request: httpx.Request) -> None:
         if request.method != "GET":

@@ -76,3 +76,39 @@ def test_undefined_decision_is_403_with_the_cause_and_recorded(
     rec = gw.record(r.headers["x-request-id"])
     assert rec["decision"] == "deny" and rec["status"] == "denied"
     assert any("treated as deny" in x for x in rec["reasons"])
+
+
+def test_a_bug_inside_the_model_endpoint_hot_path_is_an_openai_shaped_500(
+    start_gateway: Callable[..., GatewayUnderTest],
+    sim_a: ProviderSimulator,
+    sim_b: ProviderSimulator,
+    llama: str,
+    monkeypatch: Any,
+) -> None:
+    """The model endpoints are served by the ModelRoutes middleware ahead of FastAPI's routing:
+    an unexpected exception in the pipeline is answered in the OpenAI error shape (no stack
+    trace, the connection kept) and recorded like any failure — one record each — and nothing
+    is sent upstream. Other methods on those paths still go to FastAPI (405)."""
+    gw = start_gateway(_config(sim_a, sim_b, llama))
+    gateway = gw.server.app.state.gateway
+    sim_a.reset()
+
+    async def boom(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("secret internals /srv/app.py line 12")
+
+    monkeypatch.setattr(gateway, "handle", boom)
+    for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings", "/v1/responses", "/v1/messages"):
+        r = gw.post(path, json=REQ)
+        assert r.status_code == 500, (path, r.text)
+        if path == "/v1/messages":  # the Anthropic error shape on the Anthropic endpoint
+            assert r.json() == {"type": "error", "error": {"type": "api_error", "message": "internal error"}}
+        else:
+            assert r.json() == {
+                "error": {"message": "internal error", "type": "api_error", "param": None, "code": "internal_error"}
+            }
+        assert "secret" not in r.text and "Traceback" not in r.text
+        record = gw.record(r.headers["x-request-id"])
+        assert (record["status"], record["http_status"], record["error"]) == ("error", 500, "internal error")
+    assert sim_a.requests == []
+    r = gw.client.get("/v1/chat/completions")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"

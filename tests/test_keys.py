@@ -507,7 +507,9 @@ def test_keyring_authenticates_from_memory_and_reloads_only_on_change(tmp_path: 
         try:
             body, _ = await admin.create({"tenant": "acme-eu", "id": "k_mem"}, actor=None, by="test")
             await ring.refresh()
-            event.listen(Engine, "before_cursor_execute", count)
+            # this store's engine only: gateways other tests left running poll their own databases
+            sync_engine = store._engine.sync_engine
+            event.listen(sync_engine, "before_cursor_execute", count)
             try:
                 for _ in range(1000):
                     assert ring.authenticate(f"Bearer {body['key']}").key_id == "k_mem"
@@ -515,7 +517,7 @@ def test_keyring_authenticates_from_memory_and_reloads_only_on_change(tmp_path: 
                 await ring.refresh()  # unchanged: one aggregate query, no reload
                 assert len(queries) == 1 and "count" in queries[0].lower()
             finally:
-                event.remove(Engine, "before_cursor_execute", count)
+                event.remove(sync_engine, "before_cursor_execute", count)
             await store.aclose()  # the database is gone for this ring: memory still answers
             assert ring.authenticate(f"Bearer {body['key']}").key_id == "k_mem"
             assert ring.key_limits["k_mem"].rpm is None and "k_app" in ring.key_limits

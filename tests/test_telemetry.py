@@ -294,3 +294,23 @@ def test_otlp_grpc_export_reaches_a_collector(
         telemetry.shutdown()  # before the collector goes: no export retries against a closed port
     finally:
         server.stop(0)
+
+
+def test_without_span_exporters_trace_ids_still_follow_the_caller_and_reach_the_record(
+    start_gateway: Callable[..., GatewayUnderTest], sim_a: ProviderSimulator, sim_b: ProviderSimulator
+) -> None:
+    """``traces: off`` (nothing exports spans): the request span is a non-recording one, yet
+    the caller's traceparent is honoured, each other request gets a fresh trace id, and both
+    reach the response headers and the audit record."""
+    gw = start_gateway(
+        make_config(sim_a_url=sim_a.base_url, sim_b_url=sim_b.base_url, llama_url="http://127.0.0.1:9/v1")
+    )
+    telemetry = gw.server.app.state.gateway.telemetry
+    assert not telemetry._recording
+    body = {"model": "external", "messages": [{"role": "user", "content": "hello"}]}
+    r = gw.post(CHAT, json=body, headers={"traceparent": PARENT})
+    assert r.status_code == 200 and r.headers["x-trace-id"] == TRACE_ID
+    assert r.headers["traceparent"].startswith(f"00-{TRACE_ID}-") and r.headers["traceparent"] != PARENT
+    assert gw.record(r.headers["x-request-id"])["trace_id"] == TRACE_ID
+    fresh = {gw.post(CHAT, json=body, headers={"traceparent": "00-garbage-01"}).headers["x-trace-id"] for _ in range(3)}
+    assert len(fresh) == 3 and TRACE_ID not in fresh and all(len(t) == 32 and int(t, 16) for t in fresh)

@@ -11,8 +11,9 @@ from gateway.service import Gateway
 __all__ = ["GatewayDep", "get_gateway"]
 
 
-def get_gateway(request: Request) -> Gateway:
-    """The Gateway built in the app's lifespan."""
+async def get_gateway(request: Request) -> Gateway:
+    """The Gateway built in the app's lifespan. ``async`` so FastAPI calls it on the event
+    loop: a plain ``def`` dependency runs in its thread pool, a thread hop per request."""
     gateway: Gateway = request.app.state.gateway
     return gateway
 

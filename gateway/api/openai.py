@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.api.deps import GatewayDep
 from gateway.api.errors import error_response
@@ -15,9 +18,14 @@ from gateway.wire.anthropic import MESSAGES
 from gateway.wire.openai import CHAT, COMPLETIONS, EMBEDDINGS
 from gateway.wire.responses import RESPONSES
 
-__all__ = ["read_body", "router"]
+__all__ = ["MODEL_ROUTES", "ModelRoutes", "fallback_router", "read_body", "router"]
+
+log = logging.getLogger("gateway")
 
 router = APIRouter()
+"""The model endpoints: the app includes it before every other router (the hot path matches first)."""
+fallback_router = APIRouter()
+"""Any other path (404/405 in the OpenAI shape): included last."""
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -60,7 +68,12 @@ async def _serve(request: Request, gateway: Gateway, dialect: Dialect) -> Respon
         raw = await read_body(request, gateway.config.server.max_body_bytes)
     except GatewayError as exc:
         return render(await gateway.fail(ctx, exc), dialect)
-    return render(await gateway.handle(ctx, raw, _pipeline_headers(request), dialect), dialect)
+    try:
+        outcome = await gateway.handle(ctx, raw, _pipeline_headers(request), dialect)
+    except Exception as exc:  # a bug in the pipeline: answered and recorded like any failure
+        log.error("unhandled error in %s", ctx.endpoint, exc_info=exc)
+        outcome = await gateway.fail(ctx, GatewayError("internal error"))
+    return render(outcome, dialect)
 
 
 @router.post("/v1/chat/completions")
@@ -97,6 +110,40 @@ async def messages(request: Request, gateway: GatewayDep) -> Response:
     return await _serve(request, gateway, MESSAGES)
 
 
+MODEL_ROUTES: dict[str, Dialect] = {
+    "/v1/chat/completions": CHAT,
+    "/v1/completions": COMPLETIONS,
+    "/v1/embeddings": EMBEDDINGS,
+    "/v1/responses": RESPONSES,
+    "/v1/messages": MESSAGES,
+}
+"""POST path → wire dialect of the model endpoints (the routes above, in the same order)."""
+
+
+class ModelRoutes:
+    """Pure ASGI middleware that serves ``POST`` on the model endpoints (:data:`MODEL_ROUTES`)
+    with the same :func:`_serve` as their FastAPI routes, ahead of FastAPI's routing,
+    dependency injection and exception middleware, which cost ~15 % of the CPU per request at
+    saturation (py-spy, benchmarks/README.md). Everything else — other paths and methods,
+    redirects, 404/405 — goes on to the app. Installed inside Starlette's
+    ServerErrorMiddleware, so an unexpected exception still gets the OpenAI-shaped 500 of
+    :func:`gateway.api.errors.install_error_handlers`."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve a model endpoint POST, or pass the request on."""
+        if scope["type"] == "http" and scope["method"] == "POST":
+            dialect = MODEL_ROUTES.get(scope["path"])
+            if dialect is not None:
+                request = Request(scope, receive)
+                response = await _serve(request, request.app.state.gateway, dialect)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _pipeline_headers(request: Request) -> dict[str, str]:
     """The headers the pipeline reads, each repeated header joined with ", " (RFC 9110 §5.3),
     so a second ``x-data-classification`` is never silently dropped."""
@@ -119,7 +166,9 @@ async def list_models(request: Request, gateway: GatewayDep) -> JSONResponse:
     return JSONResponse({"object": "list", "data": data})
 
 
-@router.api_route("/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False)
+@fallback_router.api_route(
+    "/{path:path}", methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"], include_in_schema=False
+)
 async def unknown_route(path: str, request: Request, gateway: GatewayDep) -> Response:
     """Any other route: 404 (405 for a known path with another method) in the OpenAI shape.
 
