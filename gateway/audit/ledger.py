@@ -163,7 +163,7 @@ def canonical(obj: Any) -> str:
         data = orjson.dumps(_floats_fixed(obj, numbers), option=_ORJSON_OPTIONS)
     except (_NeedsReference, TypeError):  # orjson.JSONEncodeError is a TypeError
         return rfc8785.dumps(obj).decode("utf-8")
-    if data.count(_PLACEHOLDER) != len(numbers) or _FOUR_BYTE_UTF8.search(data):
+    if data.count(_PLACEHOLDER) != len(numbers) or (not data.isascii() and _FOUR_BYTE_UTF8.search(data)):
         return rfc8785.dumps(obj).decode("utf-8")
     text = data.decode("utf-8")
     for i, number in enumerate(numbers):

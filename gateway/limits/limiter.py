@@ -37,11 +37,13 @@ from typing import Any, Literal
 from gateway.config import DeploymentConfig, Limits
 from gateway.context import RequestContext
 from gateway.errors import InvalidRequest, LimitsUnavailable, RateLimited
-from gateway.limits.rules import Amounts, Rule, rules_of, window
+from gateway.limits.rules import Amounts, Period, Rule, Window, rules_of, window
 from gateway.limits.stores import Hold, LimitStore, StoreUnavailable
 from gateway.routing import estimated_cost_usd
 
 __all__ = ["Admission", "Limiter"]
+
+_RULES_CACHE_SIZE = 10_000  # (tenant, key) pairs; cleared when full
 
 log = logging.getLogger("gateway.limits")
 
@@ -106,10 +108,33 @@ class Limiter:
         self._on_error = on_error
         self._prefix = prefix
         self._clock = clock
+        # (tenant, key id) -> (tenant limits, key limits, rules): rebuilt when either Limits
+        # object changes (a key's limits are replaced on reload, never mutated: frozen models)
+        self._rules: dict[tuple[str, str], tuple[Limits | None, Limits | None, list[Rule]]] = {}
+        self._day_windows: dict[Period, tuple[int, Window]] = {}  # period -> (epoch day, window)
 
     def rules(self, *, tenant: str, key_id: str) -> list[Rule]:
-        """The rules a request of ``key_id`` in ``tenant`` is checked against."""
-        return rules_of(tenant=tenant, key_id=key_id, tenant_limits=self._tenant_limits, key_limits=self._key_limits)
+        """The rules a request of ``key_id`` in ``tenant`` is checked against (cached per
+        tenant and key while their limits stay the same objects)."""
+        tenant_limits, key_limits = self._tenant_limits.get(tenant), self._key_limits.get(key_id)
+        cached = self._rules.get((tenant, key_id))
+        if cached is not None and cached[0] is tenant_limits and cached[1] is key_limits:
+            return cached[2]
+        rules = rules_of(tenant=tenant, key_id=key_id, tenant_limits=self._tenant_limits, key_limits=self._key_limits)
+        if len(self._rules) >= _RULES_CACHE_SIZE:
+            self._rules.clear()
+        self._rules[(tenant, key_id)] = (tenant_limits, key_limits, rules)
+        return rules
+
+    def _window(self, period: Period, now: float) -> Window:
+        """:func:`window`, with day and month windows computed once per UTC day."""
+        if period == "minute":
+            return window(period, now)
+        day = int(now // 86400)
+        cached = self._day_windows.get(period)
+        if cached is None or cached[0] != day:
+            cached = self._day_windows[period] = (day, window(period, now))
+        return cached[1]
 
     async def admit(
         self,
@@ -154,7 +179,7 @@ class Limiter:
                 raise error
         need = Amounts(requests=1, tokens=est_input_tokens + max_output_tokens, usd=worst_usd)
         now = self._clock()
-        windows = [window(r.period, now) for r in rules]
+        windows = [self._window(r.period, now) for r in rules]
         holds = [
             Hold(r.counter(self._prefix, w), need.of(r.metric), r.limit, w.expire_at)
             for r, w in zip(rules, windows, strict=True)

@@ -20,6 +20,7 @@ limits); budgets are calendar periods, where fixed windows are exactly what is m
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
@@ -100,10 +101,10 @@ class Rule:
     period: Period
     limit: float
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
         """Human name, e.g. ``"key k_app: 3 requests per minute"``,
-        ``"tenant acme-eu: 0.0015 USD per day"``."""
+        ``"tenant acme-eu: 0.0015 USD per day"`` (computed once per rule)."""
         return f"{self.scope} {self.subject}: {_number(self.limit)} {_UNIT[self.metric]} per {self.period}"
 
     def counter(self, prefix: str, win: Window) -> str:
