@@ -125,7 +125,9 @@ def outcome_ctx() -> RequestContext:
 
 
 class TxnCounter:
-    """Counts audit-entry rows per committed transaction via engine events (no gateway edits)."""
+    """Counts audit-entry rows per committed transaction via engine events (no gateway edits);
+    on an SQLite file the ledger writes through its own sqlite3 connection, whose writes
+    :func:`bench_backend` counts by wrapping them."""
 
     def __init__(self, engine: Any) -> None:
         self.batches: list[int] = []
@@ -226,6 +228,15 @@ async def bench_backend(backend: str, url: str, cfg: dict[str, Any]) -> dict[str
     signer = Signer(Ed25519PrivateKey.generate())
     store = AuditStore.from_url(url, signer)
     counter = TxnCounter(store._engine)  # the store's own engine: events only, no behaviour change
+    writer = store.ledger._sqlite
+    if writer is not None:  # an SQLite file: batches go through the ledger's own sqlite3 connection
+        write = writer._write
+
+        def counted(values: list[Any], wait: bool = True) -> None:
+            write(values, wait)
+            counter.batches.append(len(values))
+
+        writer._write = counted  # type: ignore[method-assign]
     rows: list[dict[str, Any]] = []
     try:
         # warm-up: start the writer task, open pooled connections, prime statement caches

@@ -264,7 +264,7 @@ def create_app(
     generation (``gc.freeze``) and the youngest generation is collected every 20,000
     allocations instead of 700 (``gc.set_threshold``): a request allocates thousands of
     short-lived containers that reference counting frees anyway, and the collector's rescans
-    of them cost ~25 % of the CPU per request at saturation (benchmarks/README.md). Objects in
+    of them cost ~30 % of the CPU per request at saturation (benchmarks/README.md). Objects in
     reference cycles wait a little longer. Not for processes that build many apps (tests)."""
     settings = settings or Settings()
 
