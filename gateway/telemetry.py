@@ -28,6 +28,7 @@ Metrics (units in the names' conventions; histograms in seconds):
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import contextvars
 import json
@@ -42,10 +43,7 @@ from opentelemetry.metrics import CallbackOptions, Observation
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import (
     ConsoleMetricExporter,
-    HistogramDataPoint,
-    InMemoryMetricReader,
     MetricReader,
-    NumberDataPoint,
     PeriodicExportingMetricReader,
 )
 from opentelemetry.sdk.resources import Resource
@@ -134,51 +132,98 @@ def _metric_name(name: str) -> str:
     return name.replace(".", "_").replace("-", "_")
 
 
-class _PrometheusCollector:
-    """prometheus_client collector over an OTel pull reader (cumulative temporality)."""
+class _Recorder:
+    """One instrument's measurements, aggregated in-process — what ``/metrics`` renders —
+    and forwarded to the OpenTelemetry instrument only when something reads OTel metrics
+    (OTLP export, extra readers). The SDK spends ~10 us a measurement cleaning and hashing
+    attributes (10 measurements a request); this costs ~1.5 us. Used on the event loop only.
 
-    def __init__(self, reader: InMemoryMetricReader) -> None:
-        self._reader = reader
+    ``kind``: ``counter`` (:meth:`add`) or ``histogram`` (:meth:`record`, ``bounds`` the
+    explicit bucket upper bounds, inclusive as in Prometheus ``le`` and OTel).
+    """
+
+    def __init__(self, name: str, description: str, kind: str, bounds: Sequence[float] = (), otel: Any = None) -> None:
+        self.name = name
+        self.description = description
+        self.kind = kind
+        self.bounds = tuple(float(b) for b in bounds)
+        self.otel = otel
+        # sorted attribute items -> [bucket counts, sum, count] (histogram) or [value] (counter)
+        self.points: dict[tuple[tuple[str, Any], ...], list[Any]] = {}
+
+    def record(self, value: float, attributes: Mapping[str, Any]) -> None:
+        """Add one observation to a histogram."""
+        key = tuple(sorted(attributes.items()))
+        point = self.points.get(key)
+        if point is None:
+            point = self.points[key] = [[0] * (len(self.bounds) + 1), 0.0, 0]
+        point[0][bisect.bisect_left(self.bounds, value)] += 1
+        point[1] += value
+        point[2] += 1
+        if self.otel is not None:
+            self.otel.record(value, attributes)
+
+    def add(self, value: float, attributes: Mapping[str, Any]) -> None:
+        """Add to a counter."""
+        key = tuple(sorted(attributes.items()))
+        point = self.points.get(key)
+        if point is None:
+            point = self.points[key] = [0]
+        point[0] += value
+        if self.otel is not None:
+            self.otel.add(value, attributes)
+
+    def family(self) -> Metric | None:
+        """The Prometheus metric family (None before the first measurement). Names and labels
+        as the OTel Prometheus convention: dots become underscores; a label an observation
+        lacks is empty; counters get ``_total``."""
+        if not self.points:
+            return None
+        name = _metric_name(self.name)
+        labels = sorted({k for key in self.points for k, _ in key})
+        names = [_metric_name(k) for k in labels]
+        if self.kind == "histogram":
+            hist = HistogramMetricFamily(name, self.description, labels=names)
+            for key, (counts, total, _n) in self.points.items():
+                attrs = dict(key)
+                cumulative, buckets = 0, []
+                for bound, count in zip([*self.bounds, float("inf")], counts, strict=True):
+                    cumulative += count
+                    buckets.append(("+Inf" if bound == float("inf") else repr(bound), cumulative))
+                hist.add_metric([str(attrs.get(k, "")) for k in labels], buckets, total)
+            return hist
+        counter = CounterMetricFamily(name.removesuffix("_total"), self.description, labels=names)
+        for key, (value,) in self.points.items():
+            attrs = dict(key)
+            counter.add_metric([str(attrs.get(k, "")) for k in labels], value)
+        return counter
+
+
+class _PrometheusCollector:
+    """prometheus_client collector over the in-process aggregates (cumulative since start)
+    and the breaker gauge."""
+
+    def __init__(
+        self, recorders: Sequence[_Recorder], breakers: Callable[[CallbackOptions], Iterable[Observation]]
+    ) -> None:
+        self._recorders = recorders
+        self._breakers = breakers
 
     def collect(self) -> Iterable[Metric]:
-        data = self._reader.get_metrics_data()
-        if data is None:
-            return
-        for resource_metrics in data.resource_metrics:
-            for scope_metrics in resource_metrics.scope_metrics:
-                for metric in scope_metrics.metrics:
-                    yield from self._families(metric)
-
-    @staticmethod
-    def _families(metric: Any) -> Iterator[Metric]:
-        name = _metric_name(metric.name)
-        points = list(metric.data.data_points)
-        labels = sorted({str(k) for p in points for k in (p.attributes or {})})
-        keys = [_metric_name(k) for k in labels]
-        description = metric.description or metric.name
-        if not points:
-            return
-        if isinstance(points[0], HistogramDataPoint):
-            hist = HistogramMetricFamily(name, description, labels=keys)
-            for p in points:
-                values = [str((p.attributes or {}).get(k, "")) for k in labels]
-                cumulative, buckets = 0, []
-                for bound, count in zip([*p.explicit_bounds, float("inf")], p.bucket_counts, strict=False):
-                    cumulative += count
-                    buckets.append(("+Inf" if bound == float("inf") else repr(float(bound)), cumulative))
-                hist.add_metric(values, buckets, p.sum)
-            yield hist
-            return
-        monotonic = getattr(metric.data, "is_monotonic", False)
-        family: CounterMetricFamily | GaugeMetricFamily = (
-            CounterMetricFamily(name.removesuffix("_total"), description, labels=keys)
-            if monotonic
-            else GaugeMetricFamily(name, description, labels=keys)
-        )
-        for p in points:
-            assert isinstance(p, NumberDataPoint)
-            family.add_metric([str((p.attributes or {}).get(k, "")) for k in labels], p.value)
-        yield family
+        for recorder in self._recorders:
+            family = recorder.family()
+            if family is not None:
+                yield family
+        observations = list(self._breakers(CallbackOptions()))
+        if observations:
+            gauge = GaugeMetricFamily(
+                "gateway_breaker_open",
+                "Circuit breaker state per deployment (1 open, 0 closed)",
+                labels=["gateway_deployment"],
+            )
+            for o in observations:
+                gauge.add_metric([str((o.attributes or {}).get("gateway.deployment", ""))], o.value)
+            yield gauge
 
 
 class Telemetry:
@@ -215,10 +260,6 @@ class Telemetry:
         for exporter in span_exporters:
             self.add_span_exporter(exporter)
         readers: list[MetricReader] = list(metric_readers)
-        self._prometheus: InMemoryMetricReader | None = None
-        if config.prometheus:
-            self._prometheus = InMemoryMetricReader()
-            readers.append(self._prometheus)
         if config.metrics != "off":
             readers.append(
                 PeriodicExportingMetricReader(
@@ -230,43 +271,57 @@ class Telemetry:
         meter = self.meter_provider.get_meter("sovereign-gateway")
         self._propagator = TraceContextTextMapPropagator()
         self._breaker_open = breaker_open
-        self.operation_duration = meter.create_histogram(
-            "gen_ai.client.operation.duration", unit="s", description="GenAI operation duration",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS_S,
-        )  # fmt: skip
-        self.token_usage = meter.create_histogram(
-            "gen_ai.client.token.usage", unit="{token}", description="Input and output tokens per request",
-            explicit_bucket_boundaries_advisory=_TOKEN_BUCKETS,
-        )  # fmt: skip
-        self.requests = meter.create_counter("gateway.requests", unit="{request}", description="Requests by outcome")
-        self.cost = meter.create_counter("gateway.cost", unit="USD", description="Cost of served requests (USD)")
-        self.ttft = meter.create_histogram(
-            "gateway.time_to_first_token", unit="s", description="Time to first token of streams",
-            explicit_bucket_boundaries_advisory=_DURATION_BUCKETS_S,
-        )  # fmt: skip
-        self.decisions = meter.create_counter(
-            "gateway.decisions", unit="{decision}", description="Policy decisions by jurisdiction and data level"
+        otel = bool(readers)  # forward measurements to the SDK only when something reads them
+        recorders: list[_Recorder] = []
+
+        def instrument(name: str, unit: str, description: str, bounds: Sequence[float] | None = None) -> _Recorder:
+            if bounds is None:
+                sdk: Any = meter.create_counter(name, unit=unit, description=description) if otel else None
+                recorder = _Recorder(name, description, "counter", otel=sdk)
+            else:
+                sdk = (
+                    meter.create_histogram(
+                        name, unit=unit, description=description, explicit_bucket_boundaries_advisory=bounds
+                    )
+                    if otel
+                    else None
+                )
+                recorder = _Recorder(name, description, "histogram", bounds, otel=sdk)
+            recorders.append(recorder)
+            return recorder
+
+        self.operation_duration = instrument(
+            "gen_ai.client.operation.duration", "s", "GenAI operation duration", _DURATION_BUCKETS_S
         )
-        self.policy_duration = meter.create_histogram(
-            "gateway.policy.evaluation.duration", unit="s", description="Policy evaluation time",
-            explicit_bucket_boundaries_advisory=_FAST_BUCKETS_S,
-        )  # fmt: skip
-        self.classify_duration = meter.create_histogram(
-            "gateway.classification.duration", unit="s", description="Classification time",
-            explicit_bucket_boundaries_advisory=_FAST_BUCKETS_S,
-        )  # fmt: skip
-        self.audit_duration = meter.create_histogram(
-            "gateway.audit.commit.duration", unit="s", description="Audit entry commit time (write-ahead and outcome)",
-            explicit_bucket_boundaries_advisory=_FAST_BUCKETS_S,
-        )  # fmt: skip
-        meter.create_observable_gauge(
-            "gateway.breaker.open", callbacks=[self._observe_breakers], unit="1",
-            description="Circuit breaker state per deployment (1 open, 0 closed)",
-        )  # fmt: skip
+        self.token_usage = instrument(
+            "gen_ai.client.token.usage", "{token}", "Input and output tokens per request", _TOKEN_BUCKETS
+        )
+        self.requests = instrument("gateway.requests", "{request}", "Requests by outcome")
+        self.cost = instrument("gateway.cost", "USD", "Cost of served requests (USD)")
+        self.ttft = instrument(
+            "gateway.time_to_first_token", "s", "Time to first token of streams", _DURATION_BUCKETS_S
+        )
+        self.decisions = instrument(
+            "gateway.decisions", "{decision}", "Policy decisions by jurisdiction and data level"
+        )
+        self.policy_duration = instrument(
+            "gateway.policy.evaluation.duration", "s", "Policy evaluation time", _FAST_BUCKETS_S
+        )
+        self.classify_duration = instrument(
+            "gateway.classification.duration", "s", "Classification time", _FAST_BUCKETS_S
+        )
+        self.audit_duration = instrument(
+            "gateway.audit.commit.duration", "s", "Audit entry commit time (write-ahead and outcome)", _FAST_BUCKETS_S
+        )
+        if otel:
+            meter.create_observable_gauge(
+                "gateway.breaker.open", callbacks=[self._observe_breakers], unit="1",
+                description="Circuit breaker state per deployment (1 open, 0 closed)",
+            )  # fmt: skip
         self._stage_histograms = {"classify": self.classify_duration, "audit": self.audit_duration}
         self._registry = CollectorRegistry(auto_describe=False)
-        if self._prometheus is not None:
-            self._registry.register(_PrometheusCollector(self._prometheus))
+        if config.prometheus:
+            self._registry.register(_PrometheusCollector(recorders, self._observe_breakers))
 
     @staticmethod
     def _span_exporter(config: TelemetryConfig) -> SpanExporter:

@@ -314,3 +314,44 @@ def test_without_span_exporters_trace_ids_still_follow_the_caller_and_reach_the_
     assert gw.record(r.headers["x-request-id"])["trace_id"] == TRACE_ID
     fresh = {gw.post(CHAT, json=body, headers={"traceparent": "00-garbage-01"}).headers["x-trace-id"] for _ in range(3)}
     assert len(fresh) == 3 and TRACE_ID not in fresh and all(len(t) == 32 and int(t, 16) for t in fresh)
+
+
+def test_in_process_metric_aggregates_match_the_opentelemetry_sdk() -> None:
+    """/metrics renders the gateway's own aggregates (the SDK's per-measurement attribute
+    handling cost ~10 us each); with a reader attached the SDK gets every measurement too.
+    Both must agree: same series, bucket counts (upper bounds inclusive), sums and totals."""
+    from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader
+
+    from gateway.config import TelemetryConfig
+    from gateway.telemetry import Telemetry
+
+    reader = InMemoryMetricReader()
+    telemetry = Telemetry(TelemetryConfig(prometheus=True), metric_readers=[reader])
+    values = [0.00005, 0.0001, 0.00009, 0.3, 2.5, 0.0, 7.0, 1e-9, 0.0025, 0.0025]
+    for i, value in enumerate(values):
+        attrs = {"gateway.stage": "classify"} if i % 3 else {"gateway.stage": "audit", "extra": "x"}
+        telemetry.classify_duration.record(value, dict(reversed(list(attrs.items()))) if i % 2 else attrs)
+        telemetry.requests.add(1, {"gateway.endpoint": "chat.completions", "gateway.status": f"s{i % 2}"})
+        telemetry.cost.add(value, {"gateway.tenant": "t"})
+    ours = {f.name: f for f in text_string_to_metric_families(telemetry.prometheus_text().decode())}
+    sdk = {
+        m.name: m for rm in reader.get_metrics_data().resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }
+
+    hist = sdk["gateway.classification.duration"].data.data_points
+    assert len(hist) == 2
+    for point in hist:
+        assert isinstance(point, HistogramDataPoint)
+        stage = point.attributes["gateway.stage"]
+        samples = [s for s in ours["gateway_classification_duration"].samples if s.labels["gateway_stage"] == stage]
+        buckets = [s.value for s in samples if s.name.endswith("_bucket")]
+        cumulative = [float(sum(point.bucket_counts[: i + 1])) for i in range(len(point.bucket_counts))]
+        assert buckets == cumulative
+        assert next(s.value for s in samples if s.name.endswith("_sum")) == pytest.approx(point.sum)
+        assert next(s.value for s in samples if s.name.endswith("_count")) == point.count
+    totals = {
+        s.labels["gateway_status"]: s.value for s in ours["gateway_requests"].samples if s.name.endswith("_total")
+    }
+    assert totals == {p.attributes["gateway.status"]: p.value for p in sdk["gateway.requests"].data.data_points}
+    [cost] = [s.value for s in ours["gateway_cost"].samples if s.name.endswith("_total")]
+    assert cost == pytest.approx(sdk["gateway.cost"].data.data_points[0].value)
