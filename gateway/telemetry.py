@@ -1,5 +1,7 @@
 """Telemetry: OpenTelemetry traces and metrics (OTLP over HTTP or gRPC, console, or off), a
-Prometheus ``/metrics`` rendering of the same metrics, and structured JSON logs.
+Prometheus ``/metrics`` rendering of the same metrics (from the gateway's own in-process
+aggregates; the OpenTelemetry SDK receives measurements only when OTLP metrics or another
+reader are configured), and structured JSON logs.
 
 One :class:`Telemetry` per app, built in the lifespan from ``telemetry:`` in gateway.yaml (its
 providers are not installed globally). Per request: a SERVER span named
