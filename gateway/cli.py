@@ -147,7 +147,11 @@ def up(
     log = Path(".gateway/llama-server.log")
     log.parent.mkdir(parents=True, exist_ok=True)
     typer.echo(f"starting local model (llama.cpp + SmolLM2-135M-Instruct) on 127.0.0.1:{model_port} ...")
-    proc = start_llama_server(model_port, log=log)
+    try:
+        proc = start_llama_server(model_port, log=log)
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     # uvicorn re-raises SIGTERM after its graceful shutdown; turn it into SystemExit so the
     # `finally` below still stops the model server.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))

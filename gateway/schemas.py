@@ -123,19 +123,50 @@ def _param(loc: tuple[int | str, ...]) -> str:
     return out or "body"
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value (RFC 8259)")
+
+
 def parse_body(raw: bytes) -> dict[str, Any]:
-    """Decode a JSON object body. Raises InvalidRequest (param ``body``) otherwise."""
+    """Decode a JSON object body: strict JSON (``NaN``/``Infinity`` refused) whose strings are
+    all valid Unicode. Raises InvalidRequest: param ``body``, or the field holding an unpaired
+    surrogate (checked before anything of the request is kept, so its record can be written)."""
     if not raw.strip():
         raise InvalidRequest("request body is empty; expected a JSON object", param="body")
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_constant=_no_constant)
     except RecursionError:
         raise InvalidRequest("request body is nested too deeply", param="body") from None
     except ValueError as exc:
         raise InvalidRequest(f"request body is not valid JSON: {exc}", param="body") from None
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object", param="body")
+    # A surrogate reaches a str only from a \u escape or (json.loads decodes bytes with
+    # surrogatepass) UTF-8 bytes ED A0..BF: walk the body only when either may be present.
+    if b"\\u" in raw or b"\xed" in raw:
+        check_unicode(data)
     return data
+
+
+def check_unicode(value: Any, param: str = "body", depth: int = 0) -> None:
+    """Raise InvalidRequest naming the field when a string anywhere in ``value`` (keys too)
+    holds an unpaired UTF-16 surrogate (JSON allows ``"\\ud800"``; it is not text)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidRequest(
+                f"{param}: contains an unpaired UTF-16 surrogate, which is not valid Unicode text", param=param
+            ) from None
+    elif depth > 64:
+        return  # parse_body bounds nesting; deeper values are checked by the adapters' encoder
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_unicode(key, param, depth + 1)
+            check_unicode(item, key if param == "body" else f"{param}.{key}", depth + 1)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_unicode(item, f"{param}[{i}]", depth + 1)
 
 
 def parse_chat_request(data: dict[str, Any]) -> ChatCompletionRequest:

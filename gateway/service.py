@@ -216,6 +216,8 @@ class Gateway:
         texts = request_texts(data)
         est_input = estimate_tokens(max(request.input_chars, sum(len(t) for t in texts)), request.input_items)
         max_output = DEFAULT_MAX_OUTPUT_TOKENS if request.max_output_tokens is None else request.max_output_tokens
+        # the most completion tokens an upstream may report for this request (None: uncapped)
+        cap = None if request.max_output_tokens is None else request.max_output_tokens * request.choices
         policy_input = build_input(
             principal=ctx.principal,
             tenant=tenant.policy_view(),
@@ -293,7 +295,13 @@ class Gateway:
             _choose(ctx, start.deployment)
             restorer = self._restorer(ctx, tenant.restore_redacted, redactions.get(start.deployment.id))
             events = self._relay(
-                ctx, start, include_usage=request.include_usage, est_input=est_input, restorer=restorer, body=body
+                ctx,
+                start,
+                include_usage=request.include_usage,
+                est_input=est_input,
+                restorer=restorer,
+                body=body,
+                max_completion=cap,
             )
             return Outcome(
                 ctx,
@@ -315,7 +323,10 @@ class Gateway:
         else:
             completion = _message_text(response)
             ctx.response_digest = self.digester.text(ctx.principal.tenant, completion)
-            self._settle(ctx, dep, response.get("usage"), est_input=est_input, completion_text=completion, body=body)
+            self._settle(
+                ctx, dep, response.get("usage"), est_input=est_input, completion_text=completion, body=body,
+                max_completion=cap,
+            )  # fmt: skip
         response = dialect.response(response, request, (ctx.prompt_tokens or 0, ctx.completion_tokens or 0))
         await self.limiter.settle(ctx)
         return Outcome(ctx, response=response, headers={"x-gateway-deployment": dep.id, **headers_out})
@@ -366,16 +377,25 @@ class Gateway:
         est_input: int,
         completion_text: str,
         body: Mapping[str, Any] | None = None,
+        max_completion: int | None = None,
     ) -> None:
         """Tokens and cost (USD) for the record: upstream usage when it is plausible (two
-        non-negative int32 counts), else a local count marked ``tokens_estimated``: with the
-        deployment's own tokenizer the same numbers the model reports without streaming (the
-        prompt ``body`` as its chat template renders it), otherwise the character estimate."""
+        non-negative int32 counts, the completion within ``max_completion`` — the client's
+        output cap times its choices — when there is one), else a local count marked
+        ``tokens_estimated``: with the deployment's own tokenizer the same numbers the model
+        reports without streaming (the prompt ``body`` as its chat template renders it),
+        otherwise the character estimate. A misbehaving upstream's usage is what limits and
+        budgets are charged, so it is never taken beyond what the request allowed."""
         prompt = usage.get("prompt_tokens") if isinstance(usage, dict) else None
         completion = usage.get("completion_tokens", 0) if isinstance(usage, dict) else None
-        if _is_count(prompt) and _is_count(completion):
+        if _is_count(prompt) and _is_count(completion) and (max_completion is None or completion <= max_completion):
             prompt_tokens, completion_tokens = prompt, completion
         else:
+            if _is_count(completion) and max_completion is not None and completion > max_completion:
+                log.warning(
+                    "usage from %s reports %d completion tokens, over the request's cap of %d: estimated",
+                    dep.id, completion, max_completion,
+                )  # fmt: skip
             prompt_tokens = est_input
             # the same estimator for streams and non-streams, so both record the same counts
             completion_tokens = estimate_tokens(len(completion_text))
@@ -400,6 +420,7 @@ class Gateway:
         est_input: int,
         restorer: Restorer | None = None,
         body: Mapping[str, Any] | None = None,
+        max_completion: int | None = None,
     ) -> AsyncIterator[dict[str, Any]]:
         """Relay upstream chunks (OpenAI chat or text-completion chunks; the endpoint's
         dialect encodes them as SSE); a failure after the first byte ends the relay with one
@@ -440,6 +461,7 @@ class Gateway:
                     est_input=est_input,
                     completion_text="".join(text_parts),
                     body=body,
+                    max_completion=max_completion,
                 )
                 yield {
                     "id": last.get("id"), "object": last.get("object", "chat.completion.chunk"),
@@ -468,6 +490,7 @@ class Gateway:
                     est_input=est_input,
                     completion_text="".join(text_parts),
                     body=body,
+                    max_completion=max_completion,
                 )
                 await self.limiter.settle(ctx)
                 if ctx.principal is not None:

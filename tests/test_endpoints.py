@@ -760,7 +760,7 @@ def test_malformed_upstream_embeddings_are_502(gw: GatewayUnderTest, sim_a: Prov
         (RESPONSES, {"input": "ok \ud800"}, "input"),
         (MESSAGES, {"max_tokens": 5, "messages": [{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}]},
          "messages[0].content[0].text"),
-        (EMBEDDINGS, {"input": ["fine", "\ud800"]}, "input"),
+        (EMBEDDINGS, {"input": ["fine", "\ud800"]}, "input[1]"),
         (COMPLETIONS, {"prompt": "x", "suffix": "\ud800"}, "suffix"),
         (CHAT, {"messages": [{"role": "user", "content": "x"}], "user": "\ud800"}, "user"),
     ],

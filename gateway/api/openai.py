@@ -6,12 +6,13 @@ import logging
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.api.deps import GatewayDep
 from gateway.api.errors import error_response
 from gateway.context import RequestContext
-from gateway.errors import GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
+from gateway.errors import ClientDisconnected, GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
 from gateway.service import Gateway, Outcome
 from gateway.wire import Dialect
 from gateway.wire.anthropic import MESSAGES
@@ -29,17 +30,23 @@ fallback_router = APIRouter()
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes. Raises PayloadTooLarge (413)."""
+    """The request body, refusing more than ``limit`` bytes. Raises PayloadTooLarge (413), or
+    ClientDisconnected when the client goes away mid-body (so the request is still recorded)."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes", param="body")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes", param="body")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes", param="body")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientDisconnected(
+            f"the client disconnected after {size} bytes of the request body", param="body"
+        ) from None
     return b"".join(chunks)
 
 

@@ -58,7 +58,7 @@ from gateway.audit.chainverify import GENESIS, key_id
 from gateway.audit.models import checkpoints, entries
 from gateway.errors import AuditUnavailable
 
-__all__ = ["DURABILITY", "Durability", "Ledger", "Signer", "canonical", "projection"]
+__all__ = ["DURABILITY", "Durability", "Ledger", "Signer", "canonical", "projection", "representable"]
 
 log = logging.getLogger("gateway")
 
@@ -143,6 +143,10 @@ def _floats_fixed(obj: Any, numbers: list[str]) -> Any:
             return obj
         numbers.append(_es_number(obj))
         return f"\x00{len(numbers) - 1}\x00"
+    if isinstance(obj, dict):  # subclasses (OrderedDict...): orjson would write their floats as is
+        return {key: _floats_fixed(value, numbers) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_floats_fixed(value, numbers) for value in obj]
     return obj  # anything else: orjson writes it or raises, and the reference decides
 
 
@@ -169,6 +173,32 @@ def canonical(obj: Any) -> str:
     for i, number in enumerate(numbers):
         text = text.replace(f'"\\u0000{i}\\u0000"', number, 1)
     return text
+
+
+_SURROGATES = re.compile("[\ud800-\udfff]")
+_MAX_EXACT_INT = 2**53 - 1  # I-JSON (RFC 7493): integers beyond are not interoperable
+
+
+def representable(obj: Any) -> Any:
+    """``obj`` with what RFC 8785 cannot write made text, losslessly readable: unpaired
+    surrogates (in values and keys) as ``\\udXXX`` escapes, integers beyond +-(2^53 - 1) and
+    non-finite floats as their decimal text, other objects as ``repr``. Containers are
+    copied; JSON-safe values come back unchanged."""
+    if isinstance(obj, str):
+        if _SURROGATES.search(obj):
+            return obj.encode("utf-8", "backslashreplace").decode("utf-8")
+        return obj
+    if obj is None or isinstance(obj, bool):
+        return obj
+    if isinstance(obj, int):
+        return obj if -_MAX_EXACT_INT <= obj <= _MAX_EXACT_INT else str(obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else str(obj)
+    if isinstance(obj, dict):
+        return {representable(str(k)): representable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [representable(v) for v in obj]
+    return repr(obj)
 
 
 class Signer:
@@ -380,8 +410,13 @@ class Ledger:
         """
         try:
             record_json = canonical(record)
-        except Exception as exc:  # rfc8785 raises its own error classes for unrepresentable values
-            raise AuditUnavailable(f"audit record cannot be serialised: {type(exc).__name__}") from exc
+        except Exception:  # rfc8785 raises its own error classes for unrepresentable values
+            # Text or numbers JSON cannot carry (an upstream's unpaired surrogate, a count beyond
+            # 2^53) must not cost the request its record: keep them as escaped text.
+            try:
+                record_json = canonical(representable(record))
+            except Exception as exc:
+                raise AuditUnavailable(f"audit record cannot be serialised: {type(exc).__name__}") from exc
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name=f"audit-ledger-{self.chain_id}")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -30,6 +30,7 @@ from typing import Any, Literal, Protocol
 from pydantic import ValidationError
 
 from gateway.errors import GatewayError, InvalidRequest
+from gateway.schemas import check_unicode
 
 __all__ = [
     "Call",
@@ -119,27 +120,6 @@ def known_fields(
             code="unknown_parameter",
         )
     return {k: v for k, v in data.items() if k in known}, extra
-
-
-def check_unicode(value: Any, param: str = "body", depth: int = 0) -> None:
-    """Raise InvalidRequest naming the field when a string anywhere in ``value`` (keys too)
-    holds an unpaired UTF-16 surrogate (JSON allows ``"\\ud800"``; it is not text)."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise InvalidRequest(
-                f"{param}: contains an unpaired UTF-16 surrogate, which is not valid Unicode text", param=param
-            ) from None
-    elif depth > 64:
-        return  # parse_body bounds nesting; deeper values are checked by the adapters' encoder
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            check_unicode(key, param, depth + 1)
-            check_unicode(item, key if param == "body" else f"{param}.{key}", depth + 1)
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            check_unicode(item, f"{param}[{i}]", depth + 1)
 
 
 def _param(loc: tuple[int | str, ...]) -> str:

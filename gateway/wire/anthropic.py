@@ -21,7 +21,7 @@ from typing import Any
 
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.schemas import MAX_TOKENS_LIMIT
-from gateway.wire import Call, UnknownParams, check_unicode, known_fields, sse
+from gateway.wire import Call, UnknownParams, known_fields, sse
 
 __all__ = ["MESSAGES", "MESSAGES_PARAMS", "MessagesDialect", "anthropic_error_type"]
 
@@ -156,7 +156,6 @@ class MessagesDialect:
     def parse(self, data: dict[str, Any], *, unknown: UnknownParams) -> Call:
         """The chat Call for a Messages request. Raises InvalidRequest naming the field."""
         kept, dropped = known_fields(data, MESSAGES_PARAMS, unknown)
-        check_unicode(kept)
         model = kept.get("model")
         if not isinstance(model, str) or not 1 <= len(model) <= 256:
             raise _bad("model", "must be a string of 1 to 256 characters")

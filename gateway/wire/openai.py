@@ -117,7 +117,6 @@ class ChatDialect:
     def parse(self, data: dict[str, Any], *, unknown: UnknownParams) -> Call:
         """Validate a chat request (gateway.schemas) and keep its known fields."""
         request = parse_chat_request(data)
-        check_unicode(data)
         kept, dropped = known_fields(data, CHAT_PARAMS, unknown)
         if kept.pop("store", None) is not None:
             # store: true asks the provider to retain the completion; the registry's
@@ -228,7 +227,6 @@ class CompletionsDialect:
             request = _CompletionRequest.model_validate(data)
         except ValidationError as exc:
             raise invalid_from(exc) from None
-        check_unicode(data)
         kept, dropped = known_fields(data, COMPLETIONS_PARAMS, unknown)
         _check_common(kept)
         include_usage = _include_usage(kept.get("stream_options"))
