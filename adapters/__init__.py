@@ -18,6 +18,7 @@ from adapters.base import (
     UpstreamHTTPError,
     UpstreamProtocolError,
     UpstreamTimeout,
+    json_safe,
 )
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "UpstreamProtocolError",
     "UpstreamTimeout",
     "create_adapter",
+    "json_safe",
 ]
 
 

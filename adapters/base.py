@@ -16,6 +16,8 @@ completions (:meth:`Adapter.complete_text`, :meth:`Adapter.stream_text`) and
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -138,3 +140,22 @@ class Adapter(Protocol):
     async def aclose(self) -> None:
         """Release connections."""
         ...
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def json_safe(obj: Any) -> Any:
+    """``obj`` with what JSON text cannot carry repaired: non-finite floats (Python's json
+    reads ``NaN``/``Infinity``; some servers write them for logprobs) become None, unpaired
+    UTF-16 surrogates (a ``\\ud800`` escape decodes to one) U+FFFD, in keys too. Containers
+    are copied; everything else comes back as is."""
+    if isinstance(obj, str):
+        return _SURROGATE.sub("\ufffd", obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {json_safe(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj

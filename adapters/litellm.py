@@ -20,6 +20,7 @@ from adapters.base import (
     UpstreamHTTPError,
     UpstreamProtocolError,
     UpstreamTimeout,
+    json_safe,
 )
 
 __all__ = ["LITELLM_ERRORS", "LiteLLMAdapter", "import_litellm"]
@@ -133,7 +134,8 @@ class LiteLLMAdapter:
             response = await fn(**self._kwargs(target, body))
         except Exception as exc:  # litellm raises many classes; all are mapped here
             raise _map_error(exc) from exc
-        data: dict[str, Any] = response.model_dump(exclude_none=True)
+        # JSON-safe like openai_compat's strict parsing: litellm relays what providers send
+        data: dict[str, Any] = json_safe(response.model_dump(exclude_none=True))
         return data
 
     async def _stream(self, fn: Any, target: Target, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
@@ -143,7 +145,7 @@ class LiteLLMAdapter:
         try:
             response = await fn(**kwargs)
             async for chunk in response:
-                yield chunk.model_dump(exclude_none=True)
+                yield json_safe(chunk.model_dump(exclude_none=True))
         except AdapterError:
             raise
         except Exception as exc:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from types import MappingProxyType
@@ -32,6 +31,7 @@ from adapters.base import (
     UpstreamHTTPError,
     UpstreamProtocolError,
     UpstreamTimeout,
+    json_safe,
 )
 
 __all__ = [
@@ -134,21 +134,6 @@ def map_aiohttp_error(exc: BaseException, *, timeout_s: float) -> AdapterError:
     return UpstreamProtocolError(f"unexpected HTTP client error {type(exc).__name__}")
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def _valid_text(obj: Any) -> Any:
-    """``obj`` with unpaired UTF-16 surrogates (a ``\\ud800`` escape decodes to one; it is
-    not text and no JSON encoder downstream can write it) replaced by U+FFFD, keys too."""
-    if isinstance(obj, str):
-        return _SURROGATE.sub("\ufffd", obj)
-    if isinstance(obj, dict):
-        return {_valid_text(k): _valid_text(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_valid_text(v) for v in obj]
-    return obj
-
-
 def _loads(data: bytes | str) -> Any:
     """An upstream JSON body or stream event. orjson (strict: valid Unicode, no NaN); what
     only Python's json accepts is repaired instead of refused — ``NaN``/``Infinity`` (some
@@ -157,7 +142,7 @@ def _loads(data: bytes | str) -> Any:
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
-        return _valid_text(json.loads(data, parse_constant=lambda _name: None))
+        return json_safe(json.loads(data))
 
 
 def _dumps(payload: dict[str, Any]) -> bytes:
@@ -186,7 +171,7 @@ def _message_of(body: str, status: int) -> str:
     """The upstream's own error message in ``body``, if it carries one, else the raw text."""
     text = body[:2000]
     try:
-        data = _valid_text(json.loads(text, parse_constant=lambda _name: None))
+        data = json_safe(json.loads(text))
     except ValueError:
         return text.strip() or f"HTTP {status}"
     if isinstance(data, dict):

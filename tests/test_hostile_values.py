@@ -198,3 +198,32 @@ def test_upstream_usage_beyond_the_requests_output_cap_is_not_charged(
     # the gateway's own count of what was relayed (the simulator's stream ignores max_tokens)
     assert record["tokens_estimated"] is True and record["completion_tokens"] < 100
     assert record["cost_usd"] < 0.01
+
+
+def test_an_answer_with_nan_past_the_adapters_still_renders_as_valid_json(
+    gw: GatewayUnderTest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Adapters hand back JSON-safe answers (openai_compat parses strictly, litellm's are
+    repaired); should one not, the answer is still rendered as valid JSON (NaN as null)
+    instead of a 500 after the request was recorded as ok."""
+    gateway = gw.server.app.state.gateway
+    real = gateway.executor.complete
+
+    async def unrepaired(*args: Any, **kwargs: Any) -> Any:
+        dep, response = await real(*args, **kwargs)
+        response["choices"][0]["logprobs"] = {"p": float("nan")}
+        return dep, response
+
+    monkeypatch.setattr(gateway.executor, "complete", unrepaired)
+    r = gw.post(CHAT, json={"model": "external", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 200, r.text
+    answer = json.loads(r.content.decode("utf-8"), parse_constant=lambda c: pytest.fail(f"{c} in the answer"))
+    assert answer["choices"][0]["logprobs"] == {"p": None}
+    assert gw.record(r.headers["x-request-id"])["status"] == "ok"
+
+
+def test_json_safe_repairs_what_json_text_cannot_carry() -> None:
+    from adapters import json_safe
+
+    value = {"a\ud800": [float("nan"), float("-inf"), 1.5, "ok \udfff", ("t", 2)], "n": None, "b": True}
+    assert json_safe(value) == {"a\ufffd": [None, None, 1.5, "ok \ufffd", ["t", 2]], "n": None, "b": True}

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from adapters import json_safe
 from gateway.api.deps import GatewayDep
 from gateway.api.errors import error_response
 from gateway.context import RequestContext
@@ -65,7 +66,10 @@ def render(outcome: Outcome, dialect: Dialect = CHAT) -> Response:
             media_type="text/event-stream",
             headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
         )
-    return JSONResponse(outcome.response, headers=headers)
+    try:
+        return JSONResponse(outcome.response, headers=headers)
+    except (ValueError, UnicodeEncodeError):  # NaN or an unpaired surrogate from an upstream
+        return JSONResponse(json_safe(outcome.response), headers=headers)
 
 
 async def _serve(request: Request, gateway: Gateway, dialect: Dialect) -> Response:
