@@ -858,48 +858,35 @@ def targets_verdict(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Issue 9's targets for each full-pipeline gateway that ran (the default ``fsync``
     durability and ``process``, on SQLite and PostgreSQL + Redis), against the same run's
     floor and LiteLLM."""
-    out = []
+    out: list[dict[str, Any]] = []
     floor, lite = results.get("floor"), results.get("litellm")
     for name in ("gateway", "gateway-process", "gateway-pg", "gateway-pg-process"):
         gw = results.get(name)
         if not gw:
             continue
+
+        def verdict(target: str, value: str, met: bool, name: str = name) -> None:
+            out.append({"gateway": name, "target": target, "value": value, "met": met})
+
         if floor and "100" in gw.get("added", {}) and "100" in floor.get("added", {}):
             g, f = gw["added"]["100"], floor["added"]["100"]
-            out.append(
-                {
-                    "gateway": name,
-                    "target": "added p50 at 100 req/s <= 1.5x floor's",
-                    "value": f"{g['p50']:.2f} ms vs {1.5 * f['p50']:.2f} ms (floor {f['p50']:.2f})",
-                    "met": g["p50"] <= 1.5 * f["p50"],
-                }
+            verdict(
+                "added p50 at 100 req/s <= 1.5x floor's",
+                f"{g['p50']:.2f} ms vs {1.5 * f['p50']:.2f} ms (floor {f['p50']:.2f})",
+                g["p50"] <= 1.5 * f["p50"],
             )
-            out.append(
-                {
-                    "gateway": name,
-                    "target": "added p99 at 100 req/s <= 2x floor's",
-                    "value": f"{g['p99']:.2f} ms vs {2 * f['p99']:.2f} ms (floor {f['p99']:.2f})",
-                    "met": g["p99"] <= 2 * f["p99"],
-                }
+            verdict(
+                "added p99 at 100 req/s <= 2x floor's",
+                f"{g['p99']:.2f} ms vs {2 * f['p99']:.2f} ms (floor {f['p99']:.2f})",
+                g["p99"] <= 2 * f["p99"],
             )
+        best = sustainable(gw)
         if lite:
-            out.append(
-                {
-                    "gateway": name,
-                    "target": "max sustainable req/s >= 10x LiteLLM's",
-                    "value": f"{sustainable(gw):.0f} vs {10 * sustainable(lite):.0f}",
-                    "met": sustainable(gw) >= 10 * sustainable(lite),
-                }
-            )
+            need = 10 * sustainable(lite)
+            verdict("max sustainable req/s >= 10x LiteLLM's", f"{best:.0f} vs {need:.0f}", best >= need)
         if floor:
-            out.append(
-                {
-                    "gateway": name,
-                    "target": "max sustainable req/s >= 0.5x floor's",
-                    "value": f"{sustainable(gw):.0f} vs {0.5 * sustainable(floor):.0f}",
-                    "met": sustainable(gw) >= 0.5 * sustainable(floor),
-                }
-            )
+            need = 0.5 * sustainable(floor)
+            verdict("max sustainable req/s >= 0.5x floor's", f"{best:.0f} vs {need:.0f}", best >= need)
     return out
 
 

@@ -150,7 +150,7 @@ class _Recorder:
         self.kind = kind
         self.bounds = tuple(float(b) for b in bounds)
         self.otel = otel
-        # sorted attribute items -> [bucket counts, sum, count] (histogram) or [value] (counter)
+        # sorted attribute items -> [bucket counts, sum] (histogram) or [value] (counter)
         self.points: dict[tuple[tuple[str, Any], ...], list[Any]] = {}
 
     def record(self, value: float, attributes: Mapping[str, Any]) -> None:
@@ -158,10 +158,9 @@ class _Recorder:
         key = tuple(sorted(attributes.items()))
         point = self.points.get(key)
         if point is None:
-            point = self.points[key] = [[0] * (len(self.bounds) + 1), 0.0, 0]
+            point = self.points[key] = [[0] * (len(self.bounds) + 1), 0.0]
         point[0][bisect.bisect_left(self.bounds, value)] += 1
         point[1] += value
-        point[2] += 1
         if self.otel is not None:
             self.otel.record(value, attributes)
 
@@ -186,7 +185,7 @@ class _Recorder:
         names = [_metric_name(k) for k in labels]
         if self.kind == "histogram":
             hist = HistogramMetricFamily(name, self.description, labels=names)
-            for key, (counts, total, _n) in self.points.items():
+            for key, (counts, total) in self.points.items():
                 attrs = dict(key)
                 cumulative, buckets = 0, []
                 for bound, count in zip([*self.bounds, float("inf")], counts, strict=True):

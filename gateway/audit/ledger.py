@@ -126,10 +126,6 @@ def _floats_fixed(obj: Any, numbers: list[str]) -> Any:
     kind = type(obj)
     if kind is str or kind is int or kind is bool or obj is None:
         return obj
-    if kind is dict:
-        return {key: _floats_fixed(value, numbers) for key, value in obj.items()}
-    if kind is list or kind is tuple:
-        return [_floats_fixed(value, numbers) for value in obj]
     if kind is float:
         magnitude = abs(obj)
         if obj.is_integer():
@@ -143,7 +139,7 @@ def _floats_fixed(obj: Any, numbers: list[str]) -> Any:
             return obj
         numbers.append(_es_number(obj))
         return f"\x00{len(numbers) - 1}\x00"
-    if isinstance(obj, dict):  # subclasses (OrderedDict...): orjson would write their floats as is
+    if isinstance(obj, dict):  # subclasses too (OrderedDict...): orjson would write their floats as is
         return {key: _floats_fixed(value, numbers) for key, value in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [_floats_fixed(value, numbers) for value in obj]
@@ -384,7 +380,6 @@ class Ledger:
         if durability not in DURABILITY:
             raise ValueError(f"durability must be one of {', '.join(DURABILITY)}, not {durability!r}")
         self._engine = engine
-        self.durability = durability
         url = engine.url
         file_db = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
         self._sqlite = _SqliteWriter(str(url.database), durability) if file_db else None

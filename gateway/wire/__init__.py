@@ -30,14 +30,12 @@ from typing import Any, Literal, Protocol
 from pydantic import ValidationError
 
 from gateway.errors import GatewayError, InvalidRequest
-from gateway.schemas import check_unicode
 
 __all__ = [
     "Call",
     "Dialect",
     "Operation",
     "UnknownParams",
-    "check_unicode",
     "invalid_from",
     "known_fields",
     "sse",

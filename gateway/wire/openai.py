@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.schemas import MAX_TOKENS_LIMIT, parse_chat_request
-from gateway.wire import Call, UnknownParams, check_unicode, invalid_from, known_fields, sse
+from gateway.wire import Call, UnknownParams, invalid_from, known_fields, sse
 
 __all__ = [
     "CHAT",
@@ -291,7 +291,6 @@ class EmbeddingsDialect:
             request = _EmbeddingsRequest.model_validate(data)
         except ValidationError as exc:
             raise invalid_from(exc) from None
-        check_unicode(data)
         kept, dropped = known_fields(data, EMBEDDINGS_PARAMS, unknown)
         chars, items = _prompt_size(request.input)
         return Call(
