@@ -102,13 +102,15 @@ def serve(
     """Start the gateway (HTTP on HOST:PORT)."""
     import uvicorn
 
+    from gateway.api.server import GatewayHttpProtocol
     from gateway.main import create_app
 
     cfg = _load(config)
     settings = Settings(config=config, host=host, port=port)
     # uvloop + httptools (runtime dependencies): the fastest event loop and HTTP parser
     # uvicorn supports (benchmarks/run_bench.py); "auto" would pick them too when installed,
-    # named here so a missing one fails loudly instead of silently costing throughput.
+    # named here so a missing one fails loudly instead of silently costing throughput. The
+    # protocol is uvicorn's httptools one with the OpenAI error shape on unparseable requests.
     uvicorn.run(
         create_app(cfg, settings, freeze_gc=True),
         host=host,
@@ -116,7 +118,7 @@ def serve(
         log_level="warning",
         access_log=False,
         loop="uvloop",
-        http="httptools",
+        http=GatewayHttpProtocol,
         backlog=4096,
     )
 

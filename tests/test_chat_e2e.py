@@ -4,7 +4,10 @@ simulators, real Rego policy, real SQLite audit database."""
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
+
+import pytest
 
 from tests.conftest import APP_KEY, AUDITOR_KEY, OTHER_TENANT_KEY, GatewayUnderTest
 from tests.support.provider_sim import ProviderSimulator
@@ -354,6 +357,14 @@ def test_unknown_routes_and_methods(gateway: GatewayUnderTest) -> None:
     r = gateway.client.put(CHAT, json=body())
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
     assert gateway.record(r.headers["x-request-id"])["status"] == "invalid"
+    r = gateway.client.options(CHAT)  # no route takes OPTIONS: Starlette's own 405, same shape
+    assert r.status_code == 405
+    assert r.json()["error"] == {
+        "message": f"OPTIONS is not allowed on {CHAT}",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": "method_not_allowed",
+    }
     r = gateway.client.get(
         "/v1/audit/decisions", params={"status": "bogus"}, headers={"authorization": f"Bearer {AUDITOR_KEY}"}
     )
@@ -469,3 +480,27 @@ def test_key_allowed_one_model_gets_exactly_that_model(gateway: GatewayUnderTest
     models = gateway.client.get("/v1/models", headers={"authorization": f"Bearer {LIMITED_KEY}"}).json()["data"]
     assert [m["id"] for m in models] == ["ext-cheap"]
     assert sim_b.requests == []
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n{}",
+        b"GARBAGE\r\n\r\n",
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    ],
+    ids=["bad-content-length", "bad-request-line", "bad-chunk-size"],
+)
+def test_a_request_the_http_parser_refuses_gets_the_openai_error_shape(gateway: GatewayUnderTest, raw: bytes) -> None:
+    """uvicorn answers these before the app with text/plain ``Invalid HTTP request received.``;
+    the gateway's protocol (gateway.api.server) answers JSON in the OpenAI shape and closes."""
+    with socket.create_connection(("127.0.0.1", gateway.server.port), timeout=5) as sock:
+        sock.sendall(raw)
+        data = b""
+        while chunk := sock.recv(65536):  # the server closes the connection after the answer
+            data += chunk
+    head, _, payload = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), data
+    assert b"content-type: application/json" in head.lower()
+    error = json.loads(payload)["error"]
+    assert error["type"] == "invalid_request_error" and error["code"] == "malformed_http"

@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from gateway.errors import GatewayError, InvalidRequest, NotFound
+from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 
 __all__ = ["error_response", "install_error_handlers"]
 
@@ -40,9 +40,12 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(InvalidRequest(f"{param}: {err.get('msg')}", param=param))
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 404:
             return error_response(NotFound("no such route"))
+        if exc.status_code == 405:  # a method no route or fallback takes (e.g. OPTIONS)
+            headers = {"allow": exc.headers["allow"]} if exc.headers and "allow" in exc.headers else None
+            return error_response(MethodNotAllowed(f"{request.method} is not allowed on {request.url.path}"), headers)
         error = GatewayError(str(exc.detail), code="http_error")
         error.status = exc.status_code
         error.error_type = "invalid_request_error" if exc.status_code < 500 else "api_error"

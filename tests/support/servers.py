@@ -14,6 +14,8 @@ from typing import Any
 import uvicorn
 from aiohttp import web
 
+from gateway.api.server import GatewayHttpProtocol
+
 __all__ = ["AiohttpThread", "ThreadedServer", "free_port"]
 
 
@@ -25,13 +27,16 @@ def free_port() -> int:
 
 
 class ThreadedServer:
-    """Runs an ASGI app with uvicorn in a background thread (its lifespan included)."""
+    """Runs an ASGI app with uvicorn in a background thread (its lifespan included), on the
+    HTTP protocol ``gateway serve`` uses (:class:`gateway.api.server.GatewayHttpProtocol`)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False)
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=self.port, log_level="warning", access_log=False, http=GatewayHttpProtocol
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="gateway-under-test", daemon=True)
 
