@@ -6,6 +6,7 @@ Usage: .venv/bin/python benchmarks/audit_bench.py [--quick]
     --only BACKEND     run only ``sqlite`` or ``postgresql``
     --profile          wrap the measured runs in cProfile and print the top functions
                        (main thread only: aiosqlite's worker thread is not profiled)
+    --durability D     ``audit.durability``: ``fsync`` (default) or ``process``
 
 A benchmark, not a test: it asserts nothing except that the chain verifies afterwards.
 
@@ -20,7 +21,9 @@ holding it has committed, so each counted record is durable (SQLite WAL with its
 runs — printed with the results). A last run at concurrency 64 does what the gateway does per
 request: ``record_decision`` then ``record_outcome`` (two appends), reported as requests/s.
 
-Reported per run: records/s, p50/p99 per-append latency (ms, from the await to its return),
+Reported per run: records/s, CPU ms per operation (this process's user + system time, all
+threads, over the run — the writer thread's commits included; an operation is one append, or
+one decision + outcome pair), p50/p99 per-append latency (ms, from the await to its return),
 mean/max batch size (audit entries per transaction, counted with engine events — a
 ``before_execute`` hook sums the rows of each ``INSERT INTO audit_entries`` on the
 connection, the ``commit`` hook closes the transaction; gateway code is not touched), and
@@ -173,10 +176,12 @@ def _pct(sorted_ms: list[float], q: float) -> float:
     return sorted_ms[idx]
 
 
-async def _drive(n_tasks: int, items: Iterator[Any], op: Any, cap_s: float) -> tuple[list[float], float]:
+async def _drive(n_tasks: int, items: Iterator[Any], op: Any, cap_s: float) -> tuple[list[float], float, float]:
     """``n_tasks`` tasks take items from one iterator and await ``op(item)`` until the
-    iterator is empty or ``cap_s`` passed. Returns per-op latencies (ms) and wall seconds."""
+    iterator is empty or ``cap_s`` passed. Returns per-op latencies (ms), wall seconds and
+    this process's CPU seconds (user + system, every thread) over the run."""
     latencies: list[float] = []
+    cpu0 = time.process_time()
     start = time.perf_counter()
     deadline = start + cap_s
 
@@ -189,7 +194,7 @@ async def _drive(n_tasks: int, items: Iterator[Any], op: Any, cap_s: float) -> t
                 return
 
     await asyncio.gather(*(worker() for _ in range(n_tasks)))
-    return latencies, time.perf_counter() - start
+    return latencies, time.perf_counter() - start, time.process_time() - cpu0
 
 
 def _row(
@@ -198,6 +203,7 @@ def _row(
     concurrency: int,
     latencies: list[float],
     wall: float,
+    cpu_s: float,
     batches: list[int],
     appends_per_op: int,
     planned: int,
@@ -214,6 +220,7 @@ def _row(
         "records": records,
         "seconds": round(wall, 3),
         "records_per_s": round(records / wall, 1),
+        "cpu_ms_per_op": round(cpu_s * 1000.0 / ops, 3) if ops else None,
         "requests_per_s": round(ops / wall, 1) if appends_per_op == 2 else None,
         "p50_ms": round(_pct(lat, 0.50), 2),
         "p99_ms": round(_pct(lat, 0.99), 2),
@@ -226,7 +233,7 @@ def _row(
 
 async def bench_backend(backend: str, url: str, cfg: dict[str, Any]) -> dict[str, Any]:
     signer = Signer(Ed25519PrivateKey.generate())
-    store = AuditStore.from_url(url, signer)
+    store = AuditStore.from_url(url, signer, durability=cfg["durability"])
     counter = TxnCounter(store._engine)  # the store's own engine: events only, no behaviour change
     writer = store.ledger._sqlite
     if writer is not None:  # an SQLite file: batches go through the ledger's own sqlite3 connection
@@ -247,8 +254,8 @@ async def bench_backend(backend: str, url: str, cfg: dict[str, Any]) -> dict[str
             n = cfg["records"][c]
             ctxs = [outcome_ctx() for _ in range(n)]
             mark = counter.mark()
-            lat, wall = await _drive(c, iter(ctxs), store.record_outcome, cfg["cap_s"])
-            row = _row(backend, "outcome", c, lat, wall, counter.since(mark), 1, n)
+            lat, wall, cpu = await _drive(c, iter(ctxs), store.record_outcome, cfg["cap_s"])
+            row = _row(backend, "outcome", c, lat, wall, cpu, counter.since(mark), 1, n)
             rows.append(row)
             _progress(row)
 
@@ -260,8 +267,8 @@ async def bench_backend(backend: str, url: str, cfg: dict[str, Any]) -> dict[str
         n = cfg["pair_requests"]
         ctxs = [decided_ctx() for _ in range(n)]
         mark = counter.mark()
-        lat, wall = await _drive(64, iter(ctxs), request, cfg["cap_s"])
-        row = _row(backend, "decision+outcome", 64, lat, wall, counter.since(mark), 2, n)
+        lat, wall, cpu = await _drive(64, iter(ctxs), request, cfg["cap_s"])
+        row = _row(backend, "decision+outcome", 64, lat, wall, cpu, counter.since(mark), 2, n)
         rows.append(row)
         _progress(row)
     finally:
@@ -297,7 +304,8 @@ def _progress(row: dict[str, Any]) -> None:
     rate = f"{row['requests_per_s']:.0f} req/s, " if row["requests_per_s"] else ""
     print(
         f"  {row['backend']:<10} {row['mode']:<17} c={row['concurrency']:<4} {row['records']:>6} records "
-        f"in {row['seconds']:6.2f} s: {rate}{row['records_per_s']:8.0f} records/s, p50 {row['p50_ms']:.2f} ms, "
+        f"in {row['seconds']:6.2f} s: {rate}{row['records_per_s']:8.0f} records/s, "
+        f"CPU {row['cpu_ms_per_op']:.3f} ms/op, p50 {row['p50_ms']:.2f} ms, "
         f"p99 {row['p99_ms']:.2f} ms, mean batch {row['mean_batch']}",
         flush=True,
     )
@@ -342,14 +350,35 @@ async def _sqlite_settings(url: str) -> dict[str, str]:
     return {"version": sqlite3.sqlite_version, "journal_mode": str(mode), "synchronous": names.get(sync, str(sync))}
 
 
+def disk_fsync(directory: str, n: int = 300) -> dict[str, float]:
+    """p50/p99 ms of one 4 KiB append + ``os.fsync`` to a file in ``directory``: this disk's
+    floor for one durable commit (a SQLite ``synchronous=FULL`` commit does at least one)."""
+    path = Path(directory) / "fsync.probe"
+    lat: list[float] = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        for _ in range(n):
+            t0 = time.perf_counter()
+            os.write(fd, b"x" * 4096)
+            os.fsync(fd)
+            lat.append((time.perf_counter() - t0) * 1000.0)
+    finally:
+        os.close(fd)
+        path.unlink()
+    lat.sort()
+    return {"p50_ms": round(_pct(lat, 0.5), 3), "p99_ms": round(_pct(lat, 0.99), 3)}
+
+
 def run_sqlite(cfg: dict[str, Any]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="audit-bench-") as tmp:
+        fsync = disk_fsync(tmp)
+        print(f"disk: 4 KiB append + fsync p50 {fsync['p50_ms']} ms, p99 {fsync['p99_ms']} ms")
         url = f"sqlite+aiosqlite:///{Path(tmp) / 'audit.db'}"
         migrate_database(url)
         settings = asyncio.run(_sqlite_settings(url))
         print(f"SQLite {settings}")
         result = asyncio.run(bench_backend("sqlite", url, cfg))
-        result["settings"] = settings
+        result["settings"] = {**settings, "disk_fsync": fsync}
         return result
 
 
@@ -373,16 +402,17 @@ def run_postgresql(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def table(rows: list[dict[str, Any]]) -> str:
     head = (
-        "| backend | run | concurrency | records | records/s | requests/s | p50 ms | p99 ms "
+        "| backend | run | concurrency | records | records/s | requests/s | CPU ms/op | p50 ms | p99 ms "
         "| mean batch | max batch | ≥ 3,000/s |\n"
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|:-:|\n"
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|:-:|\n"
     )
     lines = []
     for r in rows:
         req = f"{r['requests_per_s']:,.0f}" if r["requests_per_s"] else "—"
         lines.append(
             f"| {r['backend']} | {r['mode']} | {r['concurrency']} | {r['records']:,} | {r['records_per_s']:,.0f} "
-            f"| {req} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['mean_batch']} | {r['max_batch']} "
+            f"| {req} | {r['cpu_ms_per_op']:.3f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} "
+            f"| {r['mean_batch']} | {r['max_batch']} "
             f"| {'yes' if r['meets_target'] else 'no'} |"
         )
     return head + "\n".join(lines)
@@ -393,8 +423,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="~20 s run")
     parser.add_argument("--only", choices=("sqlite", "postgresql"))
     parser.add_argument("--profile", action="store_true", help="cProfile the runs (main thread)")
+    parser.add_argument("--durability", choices=("fsync", "process"), default="fsync", help="audit.durability")
     args = parser.parse_args()
-    cfg = plan(args.quick)
+    cfg = {**plan(args.quick), "durability": args.durability}
     backends = [b for b in ("sqlite", "postgresql") if args.only in (None, b)]
 
     load_before = os.getloadavg()
@@ -430,7 +461,9 @@ def main() -> int:
 
     out = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": "benchmarks/audit_bench.py" + (" --quick" if args.quick else ""),
+        "command": "benchmarks/audit_bench.py"
+        + (" --quick" if args.quick else "")
+        + (f" --durability {args.durability}" if args.durability != "fsync" else ""),
         "machine": {
             "cpus": os.cpu_count(),
             "platform": platform.platform(),
