@@ -95,7 +95,7 @@ def make_config(*, sim_a_url: str, sim_b_url: str, llama_url: str) -> dict[str, 
         "locality": "external",
         "retains_data": False,
         "trains_on_data": False,
-        "capabilities": ["stream", "tools"],
+        "capabilities": ["stream", "tools", "prompt_arrays"],
         "context_window": 128000,
         "timeout_s": 5,
     }

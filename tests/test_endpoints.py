@@ -137,6 +137,32 @@ def test_embeddings_need_a_deployment_with_the_capability(
     assert sim_a.requests == []
 
 
+@pytest.mark.parametrize("prompt", [["Once upon", "a time"], [1, 2, 3], [[1, 2], [3]]], ids=["texts", "ids", "lists"])
+def test_prompt_arrays_go_only_to_deployments_that_take_them(
+    start_gateway: Callable[..., GatewayUnderTest],
+    sim_local: ProviderSimulator,
+    sim_a: ProviderSimulator,
+    sim_b: ProviderSimulator,
+    prompt: list[Any],
+) -> None:
+    """llama.cpp's server answers several prompts or token ids with a 500; five of those in a
+    row would open its breaker for every tenant. Such prompts need ``prompt_arrays``."""
+    config = sim_config(local=sim_local, ext_eu=sim_a, ext_us=sim_b)
+    config["deployments"][0]["capabilities"] = ["stream"]  # local-sim: as llama.cpp
+    gw2 = start_gateway(config)
+    confidential = {"x-data-classification": "confidential"}  # only local-sim is eligible
+    r = gw2.post(COMPLETIONS, json={"model": "auto", "prompt": prompt, "max_tokens": 4}, headers=confidential)
+    assert r.status_code == 403, r.text
+    assert any("lacks the required capability prompt_arrays" in x for x in r.json()["error"]["reasons"])
+    assert gw2.record(r.headers["x-request-id"])["status"] == "denied"
+    assert sim_local.requests == []
+    for one in ("Once upon", ["Once upon"]):  # one prompt, as a string or a one-item array
+        r = gw2.post(COMPLETIONS, json={"model": "auto", "prompt": one, "max_tokens": 4}, headers=confidential)
+        assert r.status_code == 200 and r.headers["x-gateway-deployment"] == "local-sim", r.text
+    r = gw2.post(COMPLETIONS, json={"model": "auto", "prompt": prompt, "max_tokens": 4})
+    assert r.status_code == 200 and r.headers["x-gateway-deployment"] != "local-sim"
+
+
 def test_responses_non_stream(gw: GatewayUnderTest, sim_a: ProviderSimulator) -> None:
     body = {
         "model": "auto",
@@ -381,6 +407,8 @@ BAD_INPUT = [
     (COMPLETIONS, {"model": "auto"}, "prompt"),
     (COMPLETIONS, {"model": "auto", "prompt": 12}, "prompt"),
     (COMPLETIONS, {"model": "auto", "prompt": []}, "prompt"),
+    (COMPLETIONS, {"model": "auto", "prompt": ""}, "prompt"),
+    (COMPLETIONS, {"model": "auto", "prompt": ["a", ""], "stream": True}, "prompt"),
     (COMPLETIONS, {"model": "auto", "prompt": "x", "max_tokens": 0}, "max_tokens"),
     (COMPLETIONS, {"model": "auto", "prompt": "x", "stream": "yes"}, "stream"),
     (COMPLETIONS, {"model": "auto", "prompt": "x", "stop": [1]}, "stop"),

@@ -163,17 +163,19 @@ def _check_text(value: str) -> str:
     return value
 
 
-def _texts_or_tokens(value: Any, *, what: str, allow_empty_string: bool) -> Any:
-    """A string, a non-empty array of strings, of token ids, or of token-id arrays."""
+def _texts_or_tokens(value: Any, *, what: str) -> Any:
+    """A non-empty string, a non-empty array of non-empty strings, of token ids, or of
+    token-id arrays. Empty text is refused: vLLM refuses it too, and llama.cpp's server
+    answers it with a 500 (or an empty 200 stream) that would count against its breaker."""
     if isinstance(value, str):
-        if not value and not allow_empty_string:
+        if not value:
             raise ValueError(f"{what} must not be empty")
         return _check_text(value)
     if isinstance(value, list) and value:
         if all(isinstance(x, str) for x in value):
             for x in value:
                 _check_text(x)
-                if not x and not allow_empty_string:
+                if not x:
                     raise ValueError(f"{what} must not contain empty strings")
             return value
         if all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value):
@@ -203,7 +205,7 @@ class _CompletionRequest(BaseModel):
     @field_validator("prompt")
     @classmethod
     def _prompt(cls, value: Any) -> Any:
-        return _texts_or_tokens(value, what="prompt", allow_empty_string=True)
+        return _texts_or_tokens(value, what="prompt")
 
 
 def _prompt_size(prompt: Any) -> tuple[int, int]:
@@ -214,6 +216,13 @@ def _prompt_size(prompt: Any) -> tuple[int, int]:
     for item in prompt:
         chars += len(item) if isinstance(item, str) else 4 * len(item) if isinstance(item, list) else 4
     return chars, len(prompt) if prompt and not isinstance(prompt[0], int) else 1
+
+
+def _is_prompt_array(prompt: Any) -> bool:
+    """True for a prompt other than one string (``"a"`` or ``["a"]``): several prompts or
+    token ids. Such a request needs the ``prompt_arrays`` capability — llama.cpp's server, for
+    one, answers both with a 500 (llama-cpp-python 0.3.x), which would open its breaker."""
+    return isinstance(prompt, list) and not (len(prompt) == 1 and isinstance(prompt[0], str))
 
 
 class CompletionsDialect:
@@ -234,6 +243,8 @@ class CompletionsDialect:
             raise InvalidRequest("stream_options: only allowed when stream is true", param="stream_options")
         chars, items = _prompt_size(request.prompt)
         needs = ("stream",) if request.stream else ()
+        if _is_prompt_array(request.prompt):
+            needs += ("prompt_arrays",)
         return Call(
             operation="text",
             model=request.model,
@@ -275,7 +286,7 @@ class _EmbeddingsRequest(BaseModel):
     def _input(cls, value: Any) -> Any:
         if isinstance(value, list) and len(value) > 2048:
             raise ValueError("must have at most 2048 items")
-        return _texts_or_tokens(value, what="input", allow_empty_string=False)
+        return _texts_or_tokens(value, what="input")
 
 
 class EmbeddingsDialect:

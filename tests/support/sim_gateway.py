@@ -27,7 +27,7 @@ def sim_config(
     (locality local), every deployment able to embed, and ``server`` settings merged in."""
     config = copy.deepcopy(make_config(sim_a_url=ext_eu.base_url, sim_b_url=ext_us.base_url, llama_url=local.base_url))
     for dep in config["deployments"]:
-        dep["capabilities"] = ["stream", "tools", "json", "embeddings"]
+        dep["capabilities"] = ["stream", "tools", "json", "embeddings", "prompt_arrays"]
         dep["timeout_s"] = 5
     config["deployments"][0]["id"] = "local-sim"
     config["deployments"][0]["model"] = "local-model"
