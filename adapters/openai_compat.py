@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import urllib.request
 from collections.abc import AsyncIterator, Mapping
 from types import MappingProxyType
@@ -39,6 +40,7 @@ __all__ = [
     "HTTPX_ERRORS",
     "PROBE_FAILS",
     "OpenAICompatAdapter",
+    "http_error",
     "map_aiohttp_error",
     "map_httpx_error",
     "probe_http",
@@ -185,6 +187,24 @@ def _message_of(body: str, status: int) -> str:
     return text.strip() or f"HTTP {status}"
 
 
+_VALIDATION_500 = re.compile(r"\d+ validation errors?:")
+"""Start of a pydantic ``ValidationError`` text. llama-cpp-python's server (0.3.x) answers a
+request its schema refuses (a ``developer`` role, a token-id prompt, an unknown
+``response_format``) with HTTP 500 and this text as the message."""
+
+
+def http_error(body: str, status: int) -> UpstreamHTTPError:
+    """The :class:`UpstreamHTTPError` for a non-2xx answer: the upstream's message and status,
+    except a 500 whose message is a request-validation report (:data:`_VALIDATION_500`), which
+    is the request's fault and becomes a 422 — not retried elsewhere, and not a failure that
+    counts toward the deployment's breaker (five such requests would otherwise take it out
+    for every client)."""
+    message = _message_of(body, status)
+    if status == 500 and _VALIDATION_500.match(message):
+        status = 422
+    return UpstreamHTTPError(message, status=status)
+
+
 PROBE_FAILS = frozenset({401, 403})
 """Non-5xx answers to a health probe that still mean the backend cannot serve (key refused)."""
 
@@ -299,7 +319,7 @@ class OpenAICompatAdapter:
         except _AIOHTTP_CATCH as exc:
             raise map_aiohttp_error(exc, timeout_s=target.timeout_s) from exc
         if status >= 400:
-            raise UpstreamHTTPError(_message_of(raw.decode("utf-8", "replace"), status), status=status)
+            raise http_error(raw.decode("utf-8", "replace"), status)
         try:
             data = _loads(raw)
         except ValueError as exc:
@@ -339,8 +359,7 @@ class OpenAICompatAdapter:
         try:
             if response.status >= 400:
                 raw = await response.read()
-                message = _message_of(raw.decode("utf-8", "replace"), response.status)
-                raise UpstreamHTTPError(message, status=response.status)
+                raise http_error(raw.decode("utf-8", "replace"), response.status)
             async for line in response.content:
                 if not line.startswith(b"data:"):
                     continue

@@ -75,6 +75,8 @@ class ChatMessage(BaseModel):
             self.role == "assistant" and (extra.get("tool_calls") or extra.get("function_call"))
         ):
             raise ValueError("content is required (null only for an assistant message with tool_calls)")
+        if self.role == "tool" and not isinstance(extra.get("tool_call_id"), str):
+            raise ValueError("a tool message needs tool_call_id (the id of the tool call it answers)")
         return self
 
 

@@ -59,6 +59,35 @@ def test_open_breaker_excludes_the_deployment_without_calling_it(
     assert len(sim_a.requests) == 2
 
 
+def test_a_request_the_upstream_refuses_as_invalid_with_a_500_does_not_count_against_it(
+    start_gateway: Callable[..., GatewayUnderTest], sim_a: ProviderSimulator, sim_b: ProviderSimulator, llama: str
+) -> None:
+    """llama-cpp-python's server answers a request its schema refuses with 500 and pydantic's
+    "N validation errors:" text. That is the request's fault: the client gets it as a 422 with
+    the upstream's reason, no other deployment is tried, and the breaker stays closed — five
+    such requests must not take the deployment out for everyone."""
+    doc = make_config(sim_a_url=sim_a.base_url, sim_b_url=sim_b.base_url, llama_url=llama)
+    doc["server"] |= {"breaker": {"failures": 2, "cooldown_s": 60}}
+    gw = start_gateway(doc)
+    refusal = {"error": {"message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'x')}",
+                         "type": "internal_server_error", "param": None, "code": None}}  # fmt: skip
+    sim_a.behave(status=500, body=refusal, times=3)
+    for _ in range(3):
+        r = gw.post(CHAT, json=REQ)
+        assert r.status_code == 422 and "validation error" in r.json()["error"]["message"], r.text
+        rec = gw.record(r.headers["x-request-id"])
+        assert [(a["deployment"], a["status"]) for a in rec["attempts"]] == [("ext-cheap", 422)]
+    assert sim_b.requests == []
+    r = gw.post(CHAT, json=REQ)  # still closed: the next request goes to ext-cheap and succeeds
+    assert r.status_code == 200 and r.headers["x-gateway-deployment"] == "ext-cheap"
+    sim_a.behave(status=500, body={"error": {"message": "CUDA error", "type": "internal_server_error"}})
+    for _ in range(2):  # a plain 500 is the deployment's fault: retried elsewhere, counted
+        assert gw.post(CHAT, json=REQ).headers["x-gateway-deployment"] == "ext-pricey"
+    requests = len(sim_a.requests)
+    assert gw.post(CHAT, json=REQ).headers["x-gateway-deployment"] == "ext-pricey"
+    assert len(sim_a.requests) == requests, "two plain 500s opened the breaker"
+
+
 def test_retries_stay_on_the_deployment_with_backoff_and_the_deadline_ends_the_request(
     start_gateway: Callable[..., GatewayUnderTest], sim_a: ProviderSimulator, sim_b: ProviderSimulator, llama: str
 ) -> None:

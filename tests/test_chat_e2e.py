@@ -351,6 +351,17 @@ def test_auditor_key_cannot_run_completions(gateway: GatewayUnderTest, sim_a: Pr
     assert sim_a.requests == []
 
 
+def test_a_developer_message_reaches_llama_cpp_as_system(gateway: GatewayUnderTest) -> None:
+    """llama.cpp's server refuses the ``developer`` role (a 500 from its schema); the gateway
+    sends it as ``system``, which OpenAI treats alike."""
+    messages = [{"role": "developer", "content": "Answer briefly."}, {"role": "user", "content": "Say hi"}]
+    r = gateway.post(
+        CHAT, json=body(max_tokens=8, messages=messages), headers={"x-data-classification": "confidential"}
+    )
+    assert r.status_code == 200 and r.headers["x-gateway-deployment"] == "local-smollm2", r.text
+    assert gateway.record(r.headers["x-request-id"])["status"] == "ok"
+
+
 def test_unknown_routes_and_methods(gateway: GatewayUnderTest) -> None:
     assert gateway.client.get("/nope").status_code == 404
     assert gateway.client.get("/nope").json()["error"]["type"] == "not_found_error"

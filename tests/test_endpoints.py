@@ -456,6 +456,8 @@ BAD_INPUT = [
     (CHAT, {"model": "auto", "messages": [{"role": "user", "content": "x"}], "stream_options": {"include_usage": 1},
             "stream": True}, "stream_options.include_usage"),
     (CHAT, {"model": "auto", "messages": [{"role": "user", "content": "x"}], "n": 0}, "n"),
+    (CHAT, {"model": "auto", "messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "42"}]},
+     "messages[1]"),
 ]  # fmt: skip
 
 

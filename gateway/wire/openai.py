@@ -57,11 +57,15 @@ _NOT_SENT = ("model", "stream", "stream_options")
 def upstream_body(data: Mapping[str, Any]) -> dict[str, Any]:
     """The chat request as sent to a deployment: the client's fields minus model/stream
     settings (the adapter sets the deployment's model), with text-only content-part arrays
-    joined into a plain string and an assistant tool-call message's null content sent as "" —
-    the same prompt, in the form every OpenAI-compatible server accepts."""
+    joined into a plain string, an assistant tool-call message's null content sent as "" and
+    the ``developer`` role sent as ``system`` (OpenAI treats them alike; llama.cpp's server and
+    other OpenAI-compatible servers know only ``system``) — the same prompt, in the form every
+    OpenAI-compatible server accepts."""
     body = {k: v for k, v in data.items() if k not in _NOT_SENT}
     messages = []
     for message in data.get("messages") or []:
+        if message.get("role") == "developer":
+            message = {**message, "role": "system"}
         content = message.get("content")
         if isinstance(content, list) and all(p.get("type") == "text" for p in content):
             message = {**message, "content": "".join(str(p.get("text", "")) for p in content)}
@@ -242,7 +246,7 @@ class CompletionsDialect:
         if kept.get("stream_options") is not None and not request.stream:
             raise InvalidRequest("stream_options: only allowed when stream is true", param="stream_options")
         chars, items = _prompt_size(request.prompt)
-        needs = ("stream",) if request.stream else ()
+        needs: tuple[str, ...] = ("stream",) if request.stream else ()
         if _is_prompt_array(request.prompt):
             needs += ("prompt_arrays",)
         return Call(
