@@ -100,21 +100,24 @@ def serve(
     port: Annotated[int, typer.Option(envvar="GATEWAY_PORT")] = 8080,
 ) -> None:
     """Start the gateway (HTTP on HOST:PORT)."""
+    _serve(_load(config), Settings(config=config, host=host, port=port))
+
+
+def _serve(cfg: GatewayConfig, settings: Settings) -> None:
+    """Run the gateway app for ``cfg`` under uvicorn on ``settings.host:settings.port``."""
     import uvicorn
 
     from gateway.api.server import GatewayHttpProtocol
     from gateway.main import create_app
 
-    cfg = _load(config)
-    settings = Settings(config=config, host=host, port=port)
     # uvloop + httptools (runtime dependencies): the fastest event loop and HTTP parser
     # uvicorn supports (benchmarks/run_bench.py); "auto" would pick them too when installed,
     # named here so a missing one fails loudly instead of silently costing throughput. The
     # protocol is uvicorn's httptools one with the OpenAI error shape on unparseable requests.
     uvicorn.run(
         create_app(cfg, settings, freeze_gc=True),
-        host=host,
-        port=port,
+        host=settings.host,
+        port=settings.port,
         log_level="warning",
         access_log=False,
         loop="uvloop",
@@ -139,12 +142,19 @@ def migrate(
 def up(
     config: ConfigOpt = Path("gateway.yaml"),
     port: Annotated[int, typer.Option(envvar="GATEWAY_PORT")] = 8080,
-    model_port: Annotated[int, typer.Option(help="llama.cpp server port")] = 8081,
+    model_port: Annotated[
+        int | None,
+        typer.Option(
+            envvar="GATEWAY_MODEL_PORT",
+            help="llama.cpp server port (default: the port in the local model deployment's api_base, "
+            "else 8081); that deployment is pointed at it",
+        ),
+    ] = None,
 ) -> None:
     """Local demo stack: migrate SQLite, start the llama.cpp server with SmolLM2, serve."""
-    from gateway.localmodel import start_llama_server, wait_ready
+    from gateway.localmodel import point_at_local_model, start_llama_server, wait_ready
 
-    cfg = _load(config)
+    cfg, model_port = point_at_local_model(_load(config), model_port)
     migrate_database(_audit_url(cfg))
     log = Path(".gateway/llama-server.log")
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +181,7 @@ def up(
                 '    -d \'{"model": "auto", "messages": [{"role": "user", "content": "Say hello"}], '
                 '"max_tokens": 30}\'\n'
             )
-        serve(config=config, host="127.0.0.1", port=port)
+        _serve(cfg, Settings(config=config, host="127.0.0.1", port=port))
     finally:
         proc.terminate()
         try:

@@ -13,13 +13,29 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-__all__ = ["SMOLLM2_ALIAS", "smollm2_gguf", "start_llama_server", "wait_ready"]
+if TYPE_CHECKING:
+    from gateway.config import GatewayConfig
+
+__all__ = [
+    "DEFAULT_MODEL_PORT",
+    "SMOLLM2_ALIAS",
+    "ensure_port_free",
+    "point_at_local_model",
+    "smollm2_gguf",
+    "start_llama_server",
+    "wait_ready",
+]
 
 SMOLLM2_ALIAS = "smollm2-135m-instruct"
 """Model name the llama.cpp server answers to (deployments' ``model:``)."""
+DEFAULT_MODEL_PORT = 8081
+"""Where ``gateway up`` starts the model server when neither the config nor ``--model-port`` says."""
+_LOOPBACK = ("127.0.0.1", "localhost")
 
 
 def smollm2_gguf() -> Path:
@@ -49,18 +65,51 @@ def start_llama_server(
         "--host", host, "--port", str(port),
         "--n_ctx", str(n_ctx), "--n_threads", str(threads),
     ]  # fmt: skip
-    with socket.socket() as probe:  # a server left by a killed run would answer in its place
+    ensure_port_free(host, port)
+    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
+    return subprocess.Popen(
+        cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
+    )
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Raise RuntimeError (with what to do) if a socket is listening on ``host:port`` — a
+    server left by a killed run would answer in the model server's place. Connections of a
+    server that just stopped (TIME_WAIT) don't count: the probe binds with SO_REUSEADDR."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
             raise RuntimeError(
                 f"port {port} on {host} is already in use — a llama.cpp server left by an earlier run? "
-                f"(stop it, e.g. `fuser -k {port}/tcp`, or pick another --model-port)"
+                f"(stop it, e.g. `fuser -k {port}/tcp`, or pick another port with --model-port or "
+                "GATEWAY_MODEL_PORT: the local model deployment follows it)"
             ) from exc
-    out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - handed to the child
-    return subprocess.Popen(
-        cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent
-    )
+
+
+def point_at_local_model(config: GatewayConfig, port: int | None) -> tuple[GatewayConfig, int]:
+    """The port ``gateway up`` starts the model server on, and ``config`` with every deployment
+    served by it — model :data:`SMOLLM2_ALIAS` on a loopback ``api_base`` — pointing there.
+
+    ``port`` (``--model-port``) wins; else the port in such a deployment's ``api_base``; else
+    :data:`DEFAULT_MODEL_PORT`. So a deployment never keeps pointing at a port the model server
+    is not on (where anything else listening would receive its requests)."""
+    served = [
+        i
+        for i, d in enumerate(config.deployments)
+        if d.model == SMOLLM2_ALIAS and d.api_base and urlsplit(d.api_base).hostname in _LOOPBACK
+    ]
+    if port is None and served:
+        parts = urlsplit(config.deployments[served[0]].api_base or "")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    port = port or DEFAULT_MODEL_PORT
+    deployments = list(config.deployments)
+    for i in served:
+        parts = urlsplit(deployments[i].api_base or "")
+        api_base = urlunsplit(parts._replace(netloc=f"{parts.hostname}:{port}"))
+        deployments[i] = deployments[i].model_copy(update={"api_base": api_base})
+    return config.model_copy(update={"deployments": tuple(deployments)}), port
 
 
 def _die_with_parent() -> None:

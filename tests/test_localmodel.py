@@ -12,8 +12,10 @@ import sys
 import time
 
 import pytest
+import yaml
 
-from gateway.localmodel import start_llama_server
+from gateway.config import GatewayConfig, parse_config
+from gateway.localmodel import SMOLLM2_ALIAS, ensure_port_free, point_at_local_model, start_llama_server
 from tests.conftest import ROOT
 from tests.support.servers import free_port
 
@@ -54,3 +56,50 @@ def test_the_model_server_dies_with_a_sigkilled_parent() -> None:
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
+
+
+def test_a_port_left_in_time_wait_by_a_stopped_server_is_free() -> None:
+    """Stop-then-restart of `make run`: the old server's closed connections sit in TIME_WAIT
+    for a minute; only a socket still listening means the port is taken."""
+    with socket.socket() as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn (llama.cpp's server) does
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        conn, _ = server.accept()
+        conn.close()  # the server side closes first: its end of the connection enters TIME_WAIT
+        client.close()
+    with socket.socket() as plain, pytest.raises(OSError):  # what the check used to do
+        plain.bind(("127.0.0.1", port))
+    ensure_port_free("127.0.0.1", port)
+
+
+def _config_with_local_api_base(api_base: str) -> GatewayConfig:
+    doc = yaml.safe_load((ROOT / "gateway.yaml").read_text())
+    local = next(d for d in doc["deployments"] if d["model"] == SMOLLM2_ALIAS)
+    local["api_base"] = api_base
+    return parse_config(doc)
+
+
+@pytest.mark.parametrize(
+    ("api_base", "flag", "port", "expected"),
+    [
+        ("http://127.0.0.1:8081/v1", None, 8081, "http://127.0.0.1:8081/v1"),
+        ("http://127.0.0.1:8081/v1", 8096, 8096, "http://127.0.0.1:8096/v1"),  # --model-port re-points it
+        ("http://localhost:8082/v1", None, 8082, "http://localhost:8082/v1"),  # the config's port is used
+        ("http://127.0.0.1/v1", None, 80, "http://127.0.0.1:80/v1"),
+    ],
+)
+def test_the_local_model_deployment_follows_the_model_port(
+    api_base: str, flag: int | None, port: int, expected: str
+) -> None:
+    """`gateway up --model-port P` used to start the model on P while the deployment kept
+    pointing at 8081, where anything listening got confidential requests."""
+    config = _config_with_local_api_base(api_base)
+    pointed, chosen = point_at_local_model(config, flag)
+    assert chosen == port
+    local = next(d for d in pointed.deployments if d.model == SMOLLM2_ALIAS)
+    assert local.api_base == expected
+    others = [d for d in pointed.deployments if d.model != SMOLLM2_ALIAS]
+    assert others == [d for d in config.deployments if d.model != SMOLLM2_ALIAS]
