@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import sys
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator, model_validator
@@ -140,6 +141,10 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     except RecursionError:
         raise InvalidRequest("request body is nested too deeply", param="body") from None
     except ValueError as exc:
+        if "int_max_str_digits" in str(exc):  # Python's guard against quadratic int parsing
+            raise InvalidRequest(
+                f"request body holds a number with more than {sys.get_int_max_str_digits()} digits", param="body"
+            ) from None
         raise InvalidRequest(f"request body is not valid JSON: {exc}", param="body") from None
     if not isinstance(data, dict):
         raise InvalidRequest("request body must be a JSON object", param="body")

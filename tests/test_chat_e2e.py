@@ -362,6 +362,14 @@ def test_a_developer_message_reaches_llama_cpp_as_system(gateway: GatewayUnderTe
     assert gateway.record(r.headers["x-request-id"])["status"] == "ok"
 
 
+def test_null_sampling_parameters_reach_llama_cpp_as_unset(gateway: GatewayUnderTest) -> None:
+    """llama.cpp's server answers ``"temperature": null`` with a 500 (five of those opened its
+    breaker for everyone); null means unset in OpenAI's API, so the gateway leaves it out."""
+    extra = {"temperature": None, "top_p": None, "seed": None, "stop": None}
+    r = gateway.post(CHAT, json=body(max_tokens=4, **extra), headers={"x-data-classification": "confidential"})
+    assert r.status_code == 200 and r.headers["x-gateway-deployment"] == "local-smollm2", r.text
+
+
 def test_unknown_routes_and_methods(gateway: GatewayUnderTest) -> None:
     assert gateway.client.get("/nope").status_code == 404
     assert gateway.client.get("/nope").json()["error"]["type"] == "not_found_error"

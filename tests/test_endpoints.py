@@ -403,6 +403,8 @@ def test_pii_in_fields_beside_the_prompt_is_classified_too(
 
 # ---------------------------------------------------------------- bad input: 400 naming the field
 
+_CHAT_X = {"model": "auto", "messages": [{"role": "user", "content": "x"}]}
+
 BAD_INPUT = [
     (COMPLETIONS, {"model": "auto"}, "prompt"),
     (COMPLETIONS, {"model": "auto", "prompt": 12}, "prompt"),
@@ -458,6 +460,40 @@ BAD_INPUT = [
     (CHAT, {"model": "auto", "messages": [{"role": "user", "content": "x"}], "n": 0}, "n"),
     (CHAT, {"model": "auto", "messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "42"}]},
      "messages[1]"),
+    # values llama.cpp's server answers with a 500 (which would count against its breaker)
+    (CHAT, {**_CHAT_X, "top_p": "x"}, "top_p"),
+    (CHAT, {**_CHAT_X, "top_p": -1}, "top_p"),
+    (CHAT, {**_CHAT_X, "temperature": "0.5"}, "temperature"),
+    (CHAT, {**_CHAT_X, "presence_penalty": 3}, "presence_penalty"),
+    (CHAT, {**_CHAT_X, "frequency_penalty": True}, "frequency_penalty"),
+    (CHAT, {**_CHAT_X, "seed": 1.5}, "seed"),
+    (CHAT, {**_CHAT_X, "top_logprobs": 21}, "top_logprobs"),
+    (CHAT, {**_CHAT_X, "logprobs": 1}, "logprobs"),
+    (CHAT, {**_CHAT_X, "logit_bias": {"abc": 1}}, "logit_bias"),
+    (CHAT, {**_CHAT_X, "logit_bias": {"12": 101}}, "logit_bias"),
+    (CHAT, {**_CHAT_X, "user": 5}, "user"),
+    (CHAT, {**_CHAT_X, "parallel_tool_calls": "yes"}, "parallel_tool_calls"),
+    (COMPLETIONS, {"model": "auto", "prompt": "x", "logprobs": True}, "logprobs"),
+    (COMPLETIONS, {"model": "auto", "prompt": "x", "logprobs": 6}, "logprobs"),
+    (COMPLETIONS, {"model": "auto", "prompt": "x", "echo": "no"}, "echo"),
+    (COMPLETIONS, {"model": "auto", "prompt": "x", "best_of": 0}, "best_of"),
+    # structure a server reads: tools, tool_choice, tool_calls, image parts
+    (CHAT, {**_CHAT_X, "tools": "x"}, "tools"),
+    (CHAT, {**_CHAT_X, "tools": [{"type": "function"}]}, "tools[0].function"),
+    (CHAT, {**_CHAT_X, "tools": [{"type": "function", "function": {"name": "a b"}}]}, "tools[0].function.name"),
+    (CHAT, {**_CHAT_X, "tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]},
+     "tools[0].function.parameters"),
+    (CHAT, {**_CHAT_X, "tool_choice": "sometimes"}, "tool_choice"),
+    (CHAT, {**_CHAT_X, "tool_choice": {"type": "function"}}, "tool_choice.function.name"),
+    (CHAT, {"model": "auto", "messages": [{"role": "assistant", "content": None, "tool_calls": "x"}]},
+     "messages[0].tool_calls"),
+    (CHAT, {"model": "auto", "messages": [{"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f"}}]}]},
+     "messages[0].tool_calls[0].function.arguments"),
+    (CHAT, {"model": "auto", "messages": [{"role": "assistant", "content": None, "tool_calls": [
+        {"type": "function", "function": {"name": "f", "arguments": "{}"}}]}]}, "messages[0].tool_calls[0].id"),
+    (CHAT, {"model": "auto", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]},
+     "messages[0].content[0].image_url"),
 ]  # fmt: skip
 
 
@@ -483,6 +519,25 @@ def test_bad_input_is_400_naming_the_field(
     assert sim_local.requests == [] and sim_a.requests == [] and sim_b.requests == []
     rec = gw.record(r.headers["x-request-id"])
     assert rec["endpoint"] == ENDPOINT_NAMES[path] and rec["status"] == "invalid"
+
+
+def test_a_number_with_too_many_digits_is_400_without_python_internals(gw: GatewayUnderTest) -> None:
+    raw = b'{"model": "auto", "messages": [{"role": "user", "content": "x"}], "seed": ' + b"9" * 5000 + b"}"
+    r = gw.post(CHAT, content=raw, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["param"] == "body" and "more than 4300 digits" in error["message"]
+    assert "sys." not in error["message"] and "int_max_str_digits" not in error["message"]
+    assert gw.record(r.headers["x-request-id"])["status"] == "invalid"
+
+
+def test_null_parameters_are_unset_and_not_forwarded(gw: GatewayUnderTest, sim_a: ProviderSimulator) -> None:
+    body = {"model": "ext-cheap", "messages": [{"role": "user", "content": "x"}], "temperature": None,
+            "top_p": None, "stop": None, "tools": None, "user": None, "seed": None}  # fmt: skip
+    r = gw.post(CHAT, json=body)
+    assert r.status_code == 200, r.text
+    sent = sim_a.requests[-1].json
+    assert not {"temperature", "top_p", "stop", "tools", "user", "seed"} & set(sent), sent
 
 
 @pytest.mark.parametrize("path", list(ENDPOINT_NAMES))

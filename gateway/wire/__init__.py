@@ -109,7 +109,9 @@ def known_fields(
     data: dict[str, Any], known: Collection[str], unknown: UnknownParams
 ) -> tuple[dict[str, Any], tuple[str, ...]]:
     """Split ``data`` into (known fields, names of unknown ones). With ``unknown="reject"`` an
-    unknown field raises InvalidRequest naming it."""
+    unknown field raises InvalidRequest naming it. A known field set to null is left out: the
+    OpenAI and Anthropic APIs read null as unset, and some servers (llama.cpp's) answer an
+    explicit ``"temperature": null`` with a 500."""
     extra = tuple(k for k in data if k not in known)
     if extra and unknown == "reject":
         raise InvalidRequest(
@@ -117,7 +119,7 @@ def known_fields(
             param=extra[0],
             code="unknown_parameter",
         )
-    return {k: v for k, v in data.items() if k in known}, extra
+    return {k: v for k, v in data.items() if k in known and v is not None}, extra
 
 
 def _param(loc: tuple[int | str, ...]) -> str:

@@ -5,7 +5,10 @@ deployment in the same format, with only known fields forwarded (OpenAI API refe
 from __future__ import annotations
 
 import contextlib
+import math
+import re
 from collections.abc import AsyncIterator, Mapping
+from types import MappingProxyType
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
@@ -102,8 +105,31 @@ def _include_usage(options: Any, param: str = "stream_options") -> bool:
     return value
 
 
-def _check_common(data: Mapping[str, Any]) -> None:
-    """Checks shared by chat and completions: ``stop`` is a string or up to 4 strings."""
+_NUMBER_RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
+    {"temperature": (0, 2), "top_p": (0, 1), "presence_penalty": (-2, 2), "frequency_penalty": (-2, 2)}
+)
+"""Sampling parameters: a JSON number in [low, high] (OpenAI API reference, "Create chat
+completion" / "Create completion")."""
+
+_INT_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType(
+    {"seed": (-(2**63), 2**63 - 1), "top_logprobs": (0, 20), "best_of": (1, 20)}
+)
+"""Integer parameters and their ranges (same source; ``seed`` an int64)."""
+
+_BOOLEANS = ("parallel_tool_calls", "echo")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_common(data: Mapping[str, Any], *, chat: bool) -> None:
+    """Checks shared by chat and completions, so a malformed value is a 400 naming the field
+    instead of an upstream 500 (llama.cpp's server answers a string ``top_p`` with one, which
+    would count against its breaker): ``stop`` a string or up to 4 strings; the sampling
+    numbers and integers in :data:`_NUMBER_RANGES` / :data:`_INT_RANGES`; booleans;
+    ``logprobs`` a boolean (chat) or an integer 0-5 (completions); ``logit_bias`` token ids
+    to numbers in [-100, 100]; ``user`` a string. Null means unset (dropped before egress)."""
     stop = data.get("stop")
     if (
         stop is not None
@@ -111,6 +137,97 @@ def _check_common(data: Mapping[str, Any]) -> None:
         and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= 4)
     ):
         raise InvalidRequest("stop: must be a string or an array of up to 4 strings", param="stop")
+    for name, (low, high) in _NUMBER_RANGES.items():
+        value = data.get(name)
+        if value is not None and not (_is_number(value) and low <= value <= high):
+            raise InvalidRequest(f"{name}: must be a number from {low:g} to {high:g}", param=name)
+    for name, (lo, hi) in _INT_RANGES.items():
+        value = data.get(name)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and lo <= value <= hi):
+            raise InvalidRequest(f"{name}: must be an integer from {lo} to {hi}", param=name)
+    for name in _BOOLEANS:
+        if data.get(name) is not None and not isinstance(data[name], bool):
+            raise InvalidRequest(f"{name}: must be a boolean", param=name)
+    logprobs = data.get("logprobs")
+    if logprobs is not None:
+        if chat and not isinstance(logprobs, bool):
+            raise InvalidRequest("logprobs: must be a boolean", param="logprobs")
+        if not chat and not (isinstance(logprobs, int) and not isinstance(logprobs, bool) and 0 <= logprobs <= 5):
+            raise InvalidRequest("logprobs: must be an integer from 0 to 5", param="logprobs")
+    bias = data.get("logit_bias")
+    if bias is not None and not (
+        isinstance(bias, dict) and all(k.isdigit() and _is_number(v) and -100 <= v <= 100 for k, v in bias.items())
+    ):
+        raise InvalidRequest(
+            "logit_bias: must be an object mapping token ids to numbers from -100 to 100", param="logit_bias"
+        )
+    if data.get("user") is not None and not isinstance(data["user"], str):
+        raise InvalidRequest("user: must be a string", param="user")
+
+
+_FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+
+
+def _check_chat_structure(data: Mapping[str, Any]) -> None:
+    """The chat fields a server reads by structure, checked so a malformed one is a 400 naming
+    it, not a provider's 500 (OpenAI API reference, "Create chat completion"): ``tools[]``
+    objects with a ``type`` (a ``function`` tool has ``function.name`` of 1-64 letters, digits,
+    ``_ . -`` and an object ``parameters`` if any); ``tool_choice`` ``none``/``auto``/
+    ``required`` or an object (a ``function`` one naming the function); an assistant's
+    ``tool_calls[]`` with a string ``id`` and, for a function call, string ``function.name``
+    and ``function.arguments``; an ``image_url`` content part's ``image_url.url`` a string."""
+    tools = data.get("tools")
+    if tools is not None:
+        if not isinstance(tools, list):
+            raise InvalidRequest("tools: must be an array", param="tools")
+        for i, tool in enumerate(tools):
+            where = f"tools[{i}]"
+            if not isinstance(tool, dict) or not isinstance(tool.get("type"), str):
+                raise InvalidRequest(f"{where}: must be an object with a string type", param=where)
+            if tool["type"] == "function":
+                _check_function(tool.get("function"), f"{where}.function", arguments=False)
+    choice = data.get("tool_choice")
+    if choice is not None and choice not in ("none", "auto", "required"):
+        if not isinstance(choice, dict) or not isinstance(choice.get("type"), str):
+            raise InvalidRequest(
+                "tool_choice: must be 'none', 'auto', 'required' or an object with a type", param="tool_choice"
+            )
+        function = choice.get("function")
+        if choice["type"] == "function" and not (isinstance(function, dict) and isinstance(function.get("name"), str)):
+            raise InvalidRequest("tool_choice.function.name: must be a string", param="tool_choice.function.name")
+    for i, message in enumerate(data.get("messages") or ()):
+        calls = message.get("tool_calls")
+        if calls is not None:
+            if not isinstance(calls, list) or not calls:
+                where = f"messages[{i}].tool_calls"
+                raise InvalidRequest(f"{where}: must be a non-empty array", param=where)
+            for j, call in enumerate(calls):
+                where = f"messages[{i}].tool_calls[{j}]"
+                if not isinstance(call, dict) or not isinstance(call.get("id"), str):
+                    raise InvalidRequest(f"{where}: must be an object with a string id", param=f"{where}.id")
+                if call.get("type", "function") == "function":
+                    _check_function(call.get("function"), f"{where}.function", arguments=True)
+        content = message.get("content")
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if part.get("type") == "image_url":
+                    image = part.get("image_url")
+                    if not (isinstance(image, dict) and isinstance(image.get("url"), str)):
+                        where = f"messages[{i}].content[{j}].image_url"
+                        raise InvalidRequest(f"{where}: must be an object with a string url", param=where)
+
+
+def _check_function(function: Any, where: str, *, arguments: bool) -> None:
+    """A tool's or tool call's ``function`` object (see :func:`_check_chat_structure`)."""
+    if not isinstance(function, dict):
+        raise InvalidRequest(f"{where}: must be an object", param=where)
+    name = function.get("name")
+    if not isinstance(name, str) or not _FUNCTION_NAME.match(name):
+        raise InvalidRequest(f"{where}.name: must be 1-64 letters, digits, '_', '.' or '-'", param=f"{where}.name")
+    if arguments and not isinstance(function.get("arguments"), str):
+        raise InvalidRequest(f"{where}.arguments: must be a string (JSON text)", param=f"{where}.arguments")
+    if not arguments and function.get("parameters") is not None and not isinstance(function["parameters"], dict):
+        raise InvalidRequest(f"{where}.parameters: must be a JSON Schema object", param=f"{where}.parameters")
 
 
 class ChatDialect:
@@ -126,7 +243,8 @@ class ChatDialect:
             # store: true asks the provider to retain the completion; the registry's
             # retains_data (which the policy decided on) is the provider's default, so never sent
             dropped = (*dropped, "store")
-        _check_common(kept)
+        _check_common(kept, chat=True)
+        _check_chat_structure(kept)
         include_usage = _include_usage(kept.get("stream_options"))
         if kept.get("stream_options") is not None and not request.stream:
             raise InvalidRequest("stream_options: only allowed when stream is true", param="stream_options")
@@ -241,7 +359,7 @@ class CompletionsDialect:
         except ValidationError as exc:
             raise invalid_from(exc) from None
         kept, dropped = known_fields(data, COMPLETIONS_PARAMS, unknown)
-        _check_common(kept)
+        _check_common(kept, chat=False)
         include_usage = _include_usage(kept.get("stream_options"))
         if kept.get("stream_options") is not None and not request.stream:
             raise InvalidRequest("stream_options: only allowed when stream is true", param="stream_options")
