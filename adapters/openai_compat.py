@@ -277,14 +277,28 @@ class OpenAICompatAdapter:
         """Non-stream chat completion. Returns the upstream's ``chat.completion`` dict.
 
         Raises UpstreamConnectError, UpstreamTimeout, UpstreamHTTPError (non-2xx) or
-        UpstreamProtocolError (2xx without a JSON object carrying ``choices``).
+        UpstreamProtocolError (2xx without a JSON object carrying ``choices``, or a choice
+        without a message that says something: text, tool calls, a refusal or audio — content
+        is null only beside those, OpenAI API reference "The chat completion object").
         """
-        return await self._post(target, body, "chat/completions", "choices")
+        answer = await self._post(target, body, "chat/completions", "choices")
+        for choice in answer["choices"]:
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if not isinstance(message, dict) or not (
+                isinstance(message.get("content"), str)
+                or any(message.get(k) for k in ("tool_calls", "function_call", "refusal", "audio"))
+            ):
+                raise UpstreamProtocolError("upstream answer has a choice without a message (no content or tool calls)")
+        return answer
 
     async def complete_text(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         """Non-stream legacy text completion (``POST {api_base}/completions``). Returns the
-        upstream's ``text_completion`` dict. Raises like :meth:`complete`."""
-        return await self._post(target, body, "completions", "choices")
+        upstream's ``text_completion`` dict. Raises like :meth:`complete`; UpstreamProtocolError
+        when a choice has no ``text`` string."""
+        answer = await self._post(target, body, "completions", "choices")
+        if not all(isinstance(c, dict) and isinstance(c.get("text"), str) for c in answer["choices"]):
+            raise UpstreamProtocolError("upstream answer has a choice without text")
+        return answer
 
     async def embed(self, target: Target, body: dict[str, Any]) -> dict[str, Any]:
         """Embeddings (``POST {api_base}/embeddings``). Returns the upstream's ``list`` dict of

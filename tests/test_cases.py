@@ -350,3 +350,43 @@ def test_upstream_error_is_never_empty_success(
         assert _sse(r.text)[-1] == "[DONE]" and len(_sse(r.text)) > 1
     else:
         assert r.json()["choices"][0]["message"]["content"]
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"choices": [{"index": 0, "message": {"role": "assistant", "content": None}, "finish_reason": "stop"}]},
+        {"choices": [{"index": 0, "finish_reason": "stop"}]},
+        {"choices": [None]},
+    ],
+    ids=["null-content", "no-message", "null-choice"],
+)
+def test_an_empty_upstream_answer_is_never_relayed_as_success(
+    sims_gateway: GatewayUnderTest, sim_a: ProviderSimulator, sim_b: ProviderSimulator, answer: dict[str, Any]
+) -> None:
+    """input.yaml upstream-error-is-never-empty-success, with a 200 that says nothing: it is a
+    protocol failure (tried elsewhere like a 5xx), not an answer."""
+    sim_a.behave(status=200, body=answer)
+    r = sims_gateway.post(CHAT, json=_chat("external"))
+    assert r.status_code == 200 and r.headers["x-gateway-deployment"] == "ext-pricey", r.text
+    assert r.json()["choices"][0]["message"]["content"]
+    rec = sims_gateway.record(r.headers["x-request-id"])
+    assert [(a["deployment"], a["outcome"]) for a in rec["attempts"]] == [("ext-cheap", "error"), ("ext-pricey", "ok")]
+    sim_b.behave(status=200, body=answer)
+    r = sims_gateway.post(CHAT, json=_chat("external"))
+    assert r.status_code == 502 and r.json()["error"]["type"] == "upstream_error", r.text
+
+
+def test_a_sparse_upstream_answer_is_completed_to_the_wire_format(
+    sims_gateway: GatewayUnderTest, sim_a: ProviderSimulator
+) -> None:
+    """A server that answers only ``choices`` (no id, object, created, model or usage) still
+    gives the client a whole chat.completion, usage from the gateway's own count."""
+    sim_a.behave(status=200, body={"choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]})
+    r = sims_gateway.post(CHAT, json=_chat("external"))
+    assert r.status_code == 200, r.text
+    data = r.json()
+    assert data["id"].startswith("chatcmpl-") and data["object"] == "chat.completion"
+    assert isinstance(data["created"], int) and data["model"] == "external"
+    assert data["usage"]["prompt_tokens"] > 0 and data["usage"]["total_tokens"] >= data["usage"]["prompt_tokens"]
+    assert sims_gateway.record(r.headers["x-request-id"])["status"] == "ok"

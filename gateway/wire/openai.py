@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import math
 import re
+import secrets
+import time
 from collections.abc import AsyncIterator, Mapping
 from types import MappingProxyType
 from typing import Any, Literal
@@ -27,6 +29,7 @@ __all__ = [
     "ChatDialect",
     "CompletionsDialect",
     "EmbeddingsDialect",
+    "complete_answer",
     "upstream_body",
 ]
 
@@ -230,6 +233,34 @@ def _check_function(function: Any, where: str, *, arguments: bool) -> None:
         raise InvalidRequest(f"{where}.parameters: must be a JSON Schema object", param=f"{where}.parameters")
 
 
+def complete_answer(
+    answer: dict[str, Any], kind: str, id_prefix: str, call: Call, usage: tuple[int, int]
+) -> dict[str, Any]:
+    """``answer`` with the fields of OpenAI's ``chat.completion`` / ``text_completion`` object
+    a sparse upstream left out: ``id`` (``id_prefix`` + 24 hex digits), ``object`` (``kind``),
+    ``created`` (Unix seconds), ``model`` (the requested name) and ``usage`` (the settled
+    ``usage`` = (prompt, completion) tokens). The same object when nothing is missing."""
+    if (
+        isinstance(answer.get("id"), str)
+        and answer.get("object") == kind
+        and isinstance(answer.get("created"), int)
+        and isinstance(answer.get("model"), str)
+        and isinstance(answer.get("usage"), dict)
+    ):
+        return answer
+    out = dict(answer)
+    if not isinstance(out.get("id"), str):
+        out["id"] = id_prefix + secrets.token_hex(12)
+    out["object"] = kind
+    if not isinstance(out.get("created"), int) or isinstance(out.get("created"), bool):
+        out["created"] = int(time.time())
+    if not isinstance(out.get("model"), str):
+        out["model"] = call.model
+    if not isinstance(out.get("usage"), dict):
+        out["usage"] = {"prompt_tokens": usage[0], "completion_tokens": usage[1], "total_tokens": sum(usage)}
+    return out
+
+
 class ChatDialect:
     """``POST /v1/chat/completions``."""
 
@@ -265,8 +296,9 @@ class ChatDialect:
         )
 
     def response(self, answer: dict[str, Any], call: Call, usage: tuple[int, int]) -> dict[str, Any]:
-        """The upstream's chat.completion as is."""
-        return answer
+        """The upstream's chat.completion, with what the wire format requires and a sparse
+        server left out filled in (:func:`complete_answer`)."""
+        return complete_answer(answer, "chat.completion", "chatcmpl-", call, usage)
 
     def encode(self, events: AsyncIterator[dict[str, Any]], call: Call) -> AsyncIterator[bytes]:
         """OpenAI chat SSE."""
@@ -383,8 +415,8 @@ class CompletionsDialect:
         )
 
     def response(self, answer: dict[str, Any], call: Call, usage: tuple[int, int]) -> dict[str, Any]:
-        """The upstream's text_completion as is."""
-        return answer
+        """The upstream's text_completion, completed like chat's (:func:`complete_answer`)."""
+        return complete_answer(answer, "text_completion", "cmpl-", call, usage)
 
     def encode(self, events: AsyncIterator[dict[str, Any]], call: Call) -> AsyncIterator[bytes]:
         """OpenAI completions SSE."""
