@@ -94,7 +94,7 @@ def map_httpx_error(exc: Exception, *, timeout_s: float) -> AdapterError:
         if kind is not None:
             if kind is UpstreamTimeout:
                 return UpstreamTimeout(f"no answer within {timeout_s:g}s ({type(exc).__name__})")
-            return kind(f"{type(exc).__name__}: {str(exc)[:300]}" if str(exc) else type(exc).__name__)
+            return kind(_client_error_text(exc))
     return UpstreamProtocolError(f"unexpected HTTP client error {type(exc).__name__}")
 
 
@@ -132,8 +132,25 @@ def map_aiohttp_error(exc: BaseException, *, timeout_s: float) -> AdapterError:
         if kind is not None:
             if kind is UpstreamTimeout:
                 return UpstreamTimeout(f"no answer within {timeout_s:g}s ({type(exc).__name__})")
-            return kind(f"{type(exc).__name__}: {str(exc)[:300]}" if str(exc) else type(exc).__name__)
+            return kind(_client_error_text(exc))
     return UpstreamProtocolError(f"unexpected HTTP client error {type(exc).__name__}")
+
+
+_NESTED_ERROR = re.compile(r"<\w+: \d+, message=['\"](.*?)['\"]>")
+
+
+def _client_error_text(exc: BaseException) -> str:
+    """An aiohttp error as plain words for the client and the record: its text, with a nested
+    ``<TransferEncodingError: 400, message='...'>`` reduced to the message, and no class
+    names; a bare exception gets a phrase for its kind."""
+    text = _NESTED_ERROR.sub(r"\1", str(exc))[:300].strip()
+    if text:
+        return text
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the upstream closed the connection before answering"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the upstream's answer was cut off"
+    return "the connection to the upstream failed"
 
 
 def _loads(data: bytes | str) -> Any:
@@ -169,8 +186,21 @@ def _upstream_message(response: httpx.Response) -> str:
     return _message_of(response.text, response.status_code)
 
 
+_TRACEBACK = re.compile(r'Traceback \(most recent call last\)|^\s*File "[^"]*", line \d+', re.MULTILINE)
+"""A Python traceback in an upstream's error text (llama-cpp-python's server sends them)."""
+
+
 def _message_of(body: str, status: int) -> str:
-    """The upstream's own error message in ``body``, if it carries one, else the raw text."""
+    """The upstream's own error message in ``body``, if it carries one, else the raw text. A
+    message holding a stack trace is withheld: the client and the record get the status only
+    (input.yaml: "no internal names or stack traces")."""
+    message = _raw_message(body, status)
+    if _TRACEBACK.search(message):
+        return f"upstream internal error (HTTP {status}; its stack trace is withheld)"
+    return message
+
+
+def _raw_message(body: str, status: int) -> str:
     text = body[:2000]
     try:
         data = json_safe(json.loads(text))

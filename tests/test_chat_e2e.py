@@ -4,6 +4,7 @@ simulators, real Rego policy, real SQLite audit database."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 from typing import Any
 
@@ -198,12 +199,31 @@ def test_stream_cut_mid_answer_ends_with_error_event_and_partial_record(
     assert "[DONE]" not in events
     last = json.loads(events[-1])
     assert last["error"]["code"] == "stream_interrupted"
+    assert not re.search(r"\w+Error\b|<\w+", last["error"]["message"]), last  # no client library class names
     assert not any(
         c.get("choices") and c["choices"][0].get("finish_reason") == "stop" for c in map(json.loads, events[:-1])
     )
     assert sim_b.requests == [], "no fallback after the first byte"
     rec = gateway.record(r.headers["x-request-id"])
     assert rec["status"] == "partial" and rec["completion_tokens"] >= 3
+
+
+def test_an_upstream_stack_trace_never_reaches_the_client_or_the_record(
+    gateway: GatewayUnderTest, sim_a: ProviderSimulator, sim_b: ProviderSimulator
+) -> None:
+    """llama-cpp-python's server puts its Python traceback in a 500's message."""
+    trace = (
+        'Traceback (most recent call last):\n  File "/srv/venv/lib/python3.11/site-packages/llama_cpp/server/app.py",'
+        " line 376, in create_chat_completion\nTypeError: '<' not supported"
+    )
+    sim_a.behave(status=500, body={"error": {"message": trace, "type": "internal_server_error"}})
+    sim_b.behave(status=500, body={"error": {"message": trace, "type": "internal_server_error"}})
+    r = gateway.post(CHAT, json=body("external"))
+    assert r.status_code == 500, r.text
+    assert "File " not in r.text and "Traceback" not in r.text and "app.py" not in r.text
+    assert "stack trace is withheld" in r.json()["error"]["message"]
+    rec = gateway.record(r.headers["x-request-id"])
+    assert all("app.py" not in a["error"] for a in rec["attempts"]) and len(rec["attempts"]) == 2
 
 
 def test_missing_and_wrong_api_key_are_401_and_recorded(gateway: GatewayUnderTest, sim_a: ProviderSimulator) -> None:
