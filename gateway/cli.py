@@ -279,29 +279,63 @@ def _public_keys(paths: list[Path] | None, config: GatewayConfig | None) -> list
     return keys
 
 
+def _witness(paths: list[Path] | None, default: Path | None) -> list[dict[str, Any]] | None:
+    """The checkpoints of the witness files ``paths``, else of ``default`` if it exists
+    (the configured ``audit.witness_file``); None when there is no witness. Exits 2 if a
+    file cannot be read or is not a witness."""
+    from gateway.audit.chainverify import load_witness
+
+    if not paths:
+        if default is None or not default.exists():
+            if default is not None:
+                err.print(f"no witness file at {default} (audit.witness_file): verifying without one")
+            return None
+        paths = [default]
+    found: list[dict[str, Any]] = []
+    for path in paths:
+        try:
+            found.extend(load_witness(str(path)))
+        except (OSError, ValueError) as exc:
+            err.print(f"[bold red]error[/]: witness {path}: {exc}")
+            raise typer.Exit(2) from None
+    return found
+
+
 @audit_app.command("verify")
 def audit_verify(
     config: ConfigOpt = Path("gateway.yaml"),
     export: Annotated[Path | None, typer.Option(help="verify this JSONL export instead of the database")] = None,
     public_key: Annotated[list[Path] | None, typer.Option(help="PEM Ed25519 public key (repeatable)")] = None,
+    witness: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="signed checkpoints kept outside the database (audit.witness_file, `gateway audit head` output; "
+            "repeatable); default: the configured witness file when verifying the database"
+        ),
+    ] = None,
 ) -> None:
-    """Verify the hash chains and signed checkpoints; exit 1 naming the first bad seq."""
+    """Verify the hash chains and signed checkpoints, and that every chain reaches each
+    checkpoint of the witness; exit 1 naming the first bad seq."""
     from gateway.audit.chainverify import verify
+    from gateway.audit.ledger import witness_path
     from gateway.audit.store import AuditStore
 
     if export is not None:
         keys = _public_keys(public_key, None if public_key else _load(config))
+        witnessed = _witness(witness, None)
         items = [json.loads(line) for line in export.read_text(encoding="utf-8").splitlines() if line.strip()]
         cps = [i for i in items if i.get("type") == "checkpoint"]
-        report = verify([i for i in items if i.get("type") != "checkpoint"], cps, keys)
+        report = verify([i for i in items if i.get("type") != "checkpoint"], cps, keys, witnessed)
     else:
         cfg = _load(config)
         keys = _public_keys(public_key, cfg)
+        url = _audit_url(cfg)
+        witnessed = _witness(witness, witness_path(cfg.audit.witness_file, url))
 
         async def run() -> Any:
-            store = AuditStore.from_url(_audit_url(cfg))
+            store = AuditStore.from_url(url)
             try:
-                return await store.verify(keys)
+                return await store.verify(keys, witnessed)
             finally:
                 await store.aclose()
 
@@ -309,6 +343,26 @@ def audit_verify(
     typer.echo(report.summary())
     if not report.ok:
         raise typer.Exit(1)
+
+
+@audit_app.command("head")
+def audit_head(config: ConfigOpt = Path("gateway.yaml")) -> None:
+    """Print the newest signed checkpoint of every chain (JSON lines) to keep outside the
+    database, e.g. `gateway audit head >> /elsewhere/audit-heads.jsonl`; `gateway audit
+    verify --witness` that file detects records later cut from a chain with its checkpoints."""
+    from gateway.audit.store import AuditStore
+
+    cfg = _load(config)
+
+    async def run() -> Any:
+        store = AuditStore.from_url(_audit_url(cfg))
+        try:
+            return await store.head()
+        finally:
+            await store.aclose()
+
+    for item in asyncio.run(run()):
+        typer.echo(json.dumps(item, separators=(",", ":"), sort_keys=True))
 
 
 CSV_COLUMNS = (
@@ -506,7 +560,9 @@ def _keys_change(
     async def run() -> dict[str, Any]:
         url = _audit_url(cfg)
         store = KeyStore.from_url(url)
-        audit = AuditStore.from_url(url, Signer.from_file(Path(cfg.audit.signing_key_file)))
+        audit = AuditStore.from_url(
+            url, Signer.from_file(Path(cfg.audit.signing_key_file)), witness=cfg.audit.witness_file
+        )
         try:
             try:
                 body, detail = await op(KeyAdmin(cfg, store, redis_url=notify_url))
@@ -529,8 +585,8 @@ def _show_key(body: dict[str, Any], as_json: bool) -> None:
         return
     if body.get("key"):
         typer.echo(f"API key (shown once): {body['key']}")
-    for field in ("id", "tenant", "roles", "allowed_models", "limits", "status", "expires_at"):
-        if body.get(field) not in (None, {}, []):
+    for field in ("id", "tenant", "roles", "all_tenants", "allowed_models", "limits", "status", "expires_at"):
+        if body.get(field) not in (None, {}, [], False):
             typer.echo(f"{field}: {body[field]}")
 
 
@@ -706,7 +762,9 @@ def _policy_change(
     policy_dir = _policy_dir(cfg, config)
 
     async def run() -> dict[str, Any]:
-        audit = AuditStore.from_url(_audit_url(cfg), Signer.from_file(Path(cfg.audit.signing_key_file)))
+        audit = AuditStore.from_url(
+            _audit_url(cfg), Signer.from_file(Path(cfg.audit.signing_key_file)), witness=cfg.audit.witness_file
+        )
         store = PolicyStore(audit.engine)
         try:
             active = await store.active()
@@ -934,10 +992,10 @@ def audit_explain(
                 typer.echo(f"  {dep['id']}: eligible")
                 continue
             typer.echo(f"  {dep['id']}: excluded")
-            for rule in dep["rules"]:
-                typer.echo(f"    - [{rule['name']}] {rule['title']}")
+            for rule in dep["rules"]:  # the rules that fired, then every reason they gave
+                typer.echo(f"    rule [{rule['name']}] {rule['title']}")
             for reason in dep["reasons"]:
-                typer.echo(f"      {reason}")
+                typer.echo(f"    reason: {reason}")
         typer.echo(
             "reproduced: yes" if result["reproduced"] else f"reproduced: NO (differs in {result['differences']})"
         )

@@ -291,7 +291,10 @@ def test_create_use_rotate_revoke_via_cli(
     out = _cli(gw, ["keys", "create", "--tenant", "acme-eu", "--role", "app", "--id", "k_cli", "--model", "ext-cheap",
                     "--rpm", "100"], config)  # fmt: skip
     key = out.split("API key (shown once): ")[1].split()[0]
+    assert "all_tenants" not in out  # shown only when set
     _wait_status(gw, key, 200, within_s=2.0)  # the gateway's watcher polls every second
+    admin = _cli(gw, ["keys", "create", "--tenant", "acme-eu", "--role", "admin", "--all-tenants"], config)
+    assert "all_tenants: True" in admin
 
     listed = _cli(gw, ["keys", "list", "--json"], config, mutation=False)
     assert '"id": "k_cli"' in listed and key not in listed and hash_key(key) not in listed
