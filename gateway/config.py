@@ -363,7 +363,14 @@ class AuditConfig(_Strict):
     ``synchronous=FULL``, PostgreSQL ``synchronous_commit=on``), one fsync (~1-4 ms on a VM
     disk) on every request's path; ``process`` — a crash of the gateway, not of the database
     host's OS (SQLite WAL ``synchronous=NORMAL``, PostgreSQL ``synchronous_commit=off``), for
-    a commit in tens of microseconds (benchmarks/README.md)."""
+    a commit in tens of microseconds (benchmarks/README.md).
+
+    ``witness_file``: where each signed checkpoint is also appended (JSON lines, fsync'd)
+    outside the database, so that deleting a chain's tail together with its checkpoints is
+    detected by ``gateway audit verify`` (gateway/audit/ledger.py). ``auto`` (default): beside
+    an SQLite database file (``<file>-witness.jsonl``), none for PostgreSQL; null: none; a
+    path: there (relative to cwd) — best on another disk or host than the database, or an
+    append-only file, since whoever can rewrite both can rewrite history."""
 
     url: str = "sqlite+aiosqlite:///.gateway/audit.db"
     durability: Literal["fsync", "process"] = "fsync"
@@ -372,6 +379,7 @@ class AuditConfig(_Strict):
     capture_public_key_file: str | None = None
     checkpoint_every: int = Field(default=1000, ge=1)
     checkpoint_interval_s: float = Field(default=10.0, gt=0)
+    witness_file: str | None = "auto"
 
 
 class BreakerConfig(_Strict):

@@ -170,6 +170,7 @@ async def build_gateway(config: GatewayConfig, *, audit_url: str | None = None) 
         checkpoint_every=config.audit.checkpoint_every,
         checkpoint_interval_s=config.audit.checkpoint_interval_s,
         durability=config.audit.durability,
+        witness=config.audit.witness_file,
     )
     policies = PolicyManager(
         engine,

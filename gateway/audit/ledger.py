@@ -18,6 +18,17 @@ checkpoints; PostgreSQL within 3 x ``wal_writer_delay``, see its "Asynchronous C
 Every ``checkpoint_every`` entries, every ``checkpoint_interval_s`` seconds with new entries,
 and at shutdown, the head (seq, record_hash) is signed with Ed25519 (RFC 8032) and stored, so
 truncation of the chain is detectable (:mod:`gateway.audit.chainverify`).
+
+Witness (``audit.witness_file``): each signed checkpoint is first appended, as one JSON line
+in the export's checkpoint format, to a file outside the database and fsync'd, then stored in
+the database; a checkpoint that could not be witnessed is not stored either (the next one
+retries). The checkpoints in the database can be deleted together with the records they
+cover; the witness cannot be reached through the database, so ``gateway audit verify`` with
+it detects a cut tail or a deleted chain (Certificate Transparency's signed tree heads and
+witnesses, RFC 9162 section 8). Lines are appended with one ``write`` on an ``O_APPEND``
+descriptor, so several processes (chains) can share a file. With ``durability: process`` a
+power loss can lose the last committed records while their checkpoint is witnessed: verify
+then reports them truncated, which they are.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import base64
 import contextlib
 import datetime as dt
 import hashlib
+import json
 import logging
 import math
 import os
@@ -51,6 +63,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 from sqlalchemy import insert, text
 from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -58,7 +71,17 @@ from gateway.audit.chainverify import GENESIS, key_id
 from gateway.audit.models import checkpoints, entries
 from gateway.errors import AuditUnavailable
 
-__all__ = ["DURABILITY", "Durability", "Ledger", "Signer", "canonical", "projection", "representable"]
+__all__ = [
+    "DURABILITY",
+    "Durability",
+    "Ledger",
+    "Signer",
+    "append_witness",
+    "canonical",
+    "projection",
+    "representable",
+    "witness_path",
+]
 
 log = logging.getLogger("gateway")
 
@@ -235,6 +258,44 @@ class Signer:
         return base64.b64encode(self._key.sign(data)).decode()
 
 
+def witness_path(setting: str | os.PathLike[str] | None, url: str | URL) -> Path | None:
+    """Where the witness of the ledger on ``url`` goes: ``"auto"`` — beside an SQLite file,
+    ``<database file>-witness.jsonl`` (next to SQLite's own ``-wal``), none for other
+    databases (each PostgreSQL replica needs a path of its own choosing, off the database
+    host); None or ``""`` — none; anything else — that path."""
+    if setting is None or str(setting) == "":
+        return None
+    if str(setting) != "auto":
+        return Path(setting)
+    parsed = make_url(url) if isinstance(url, str) else url
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return Path(f"{parsed.database}-witness.jsonl")
+    return None
+
+
+def append_witness(path: Path, checkpoint: dict[str, Any]) -> None:
+    """Append ``checkpoint`` (the export's checkpoint object) to the witness file at ``path``
+    as one JSON line and fsync it (and, when the file is new, its directory), creating the
+    directory and the file (mode 0644: public data) if missing. One ``write`` on an
+    ``O_APPEND`` descriptor: lines of concurrent writers do not interleave. Raises OSError."""
+    line = (json.dumps(checkpoint, separators=(",", ":"), sort_keys=True) + "\n").encode("utf-8")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    created = not path.exists()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        if os.write(fd, line) != len(line):
+            raise OSError(f"short write to the audit witness {path}")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    if created:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
 @dataclass
 class _Pending:
     kind: str
@@ -363,7 +424,8 @@ class Ledger:
 
     ``max_batch``: entries per transaction at most. ``checkpoint_every``: entries between
     signed checkpoints; ``checkpoint_interval_s``: seconds between checkpoints while entries
-    arrive. ``durability``: ``fsync`` or ``process`` (module docstring).
+    arrive. ``durability``: ``fsync`` or ``process``; ``witness``: the witness file setting
+    (:func:`witness_path`; module docstring).
     """
 
     def __init__(
@@ -376,6 +438,7 @@ class Ledger:
         checkpoint_every: int = 1000,
         checkpoint_interval_s: float = 10.0,
         durability: Durability = "fsync",
+        witness: str | os.PathLike[str] | None = "auto",
     ) -> None:
         if durability not in DURABILITY:
             raise ValueError(f"durability must be one of {', '.join(DURABILITY)}, not {durability!r}")
@@ -386,6 +449,7 @@ class Ledger:
         # PostgreSQL: the ledger's own transactions commit without waiting for the WAL flush
         self._relaxed_pg = durability == "process" and url.get_backend_name() == "postgresql"
         self.signer = signer
+        self.witness = witness_path(witness, url)
         self.chain_id = chain_id or new_chain_id()
         self._chain_json = canonical(self.chain_id)
         self._max_batch = max_batch
@@ -492,14 +556,18 @@ class Ledger:
         due = self.head_seq - self._checkpointed_seq
         if due <= 0 or (not force and due < self._checkpoint_every):
             return
-        with contextlib.suppress(AuditUnavailable):
+        try:
             await self.checkpoint()
+        except AuditUnavailable as exc:  # the next one retries
+            log.warning("audit checkpoint of chain %s at seq %d not written: %s", self.chain_id, self.head_seq, exc)
 
     async def checkpoint(self, *, final: bool = False) -> None:
-        """Sign and store the current head (no-op on an empty or already signed chain).
+        """Sign the current head, append it to the witness file (if any), then store it in
+        the database (no-op on an empty or already signed chain).
 
         ``final`` marks the chain closed (shutdown): any entry after it is an insertion.
-        Raises AuditUnavailable.
+        Raises AuditUnavailable if the witness or the database cannot take it (the chain
+        stays unsigned at this seq; a later checkpoint covers it).
         """
         seq, head = self.head_seq, self.head_hash
         if seq == 0 or (seq == self._checkpointed_seq and not final):
@@ -524,6 +592,13 @@ class Ledger:
             "body": body,
             "signature": self.signer.sign(body.encode("utf-8")),
         }
+        if self.witness is not None:
+            item = {"type": "checkpoint", **{k: row[k] for k in ("chain_id", "seq", "head_hash", "key_id", "body")}}
+            item["signature"] = row["signature"]
+            try:
+                await asyncio.to_thread(append_witness, self.witness, item)
+            except OSError as exc:
+                raise AuditUnavailable(f"audit witness {self.witness} not written: {exc}") from exc
         try:
             async with self._engine.begin() as conn:
                 await conn.execute(insert(checkpoints).values(row))
@@ -537,7 +612,9 @@ class Ledger:
             self._queue.put_nowait(None)
             await self._task
         self._task = None
-        with contextlib.suppress(AuditUnavailable):
+        try:
             await self.checkpoint(final=True)
+        except AuditUnavailable as exc:
+            log.warning("final audit checkpoint of chain %s not written: %s", self.chain_id, exc)
         if self._sqlite is not None:
             await asyncio.to_thread(self._sqlite.close)

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import and_, delete, event, exists, func, or_, select
+from sqlalchemy import String, and_, delete, event, exists, func, or_, select, type_coerce
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -299,38 +299,99 @@ class AuditStore:
             async for row in result:
                 yield _checkpoint_dict(row)
 
-    async def verify(self, public_keys: Sequence[Any] | None) -> Report:
-        """Verify every chain in the database, and that each row's queryable columns match
-        its hashed body (a row edited only in its columns is reported as modified)."""
+    async def head(self) -> Sequence[dict[str, Any]]:
+        """The newest signed checkpoint of every chain, in the export's checkpoint format
+        (what ``gateway audit head`` prints for safekeeping outside the database: a witness)."""
+        latest: dict[str, dict[str, Any]] = {}
+        try:
+            async with self._engine.connect() as conn:
+                query = select(checkpoints).order_by(checkpoints.c.chain_id, checkpoints.c.seq, checkpoints.c.id)
+                for row in (await conn.execute(query)).all():
+                    latest[row.chain_id] = _checkpoint_dict(row)
+        except (SQLAlchemyError, OSError) as exc:
+            raise AuditUnavailable(f"audit store unavailable: {type(exc).__name__}") from exc
+        return list(latest.values())
+
+    def _created_matches(self, stored: Any, body_time: Any, bind: Any) -> bool:
+        """Whether a ``created_at`` column holds what the writer stored for the hashed body's
+        ``created_at`` (ISO 8601 text). SQLite: the exact text SQLAlchemy writes (the column
+        is compared as text by every ``since``/``until`` filter and by prune; ``stored`` is the
+        raw value, ``bind`` the column's bind processor); PostgreSQL: the same instant
+        (timestamptz, microseconds)."""
+        try:
+            expected = dt.datetime.fromisoformat(str(body_time))
+        except ValueError:
+            return False
+        if self._engine.dialect.name == "sqlite":
+            return bool(stored == (bind(expected) if bind else expected))
+        if not isinstance(stored, dt.datetime):
+            return False
+        if expected.tzinfo is None:
+            expected = expected.replace(tzinfo=dt.UTC)
+        if stored.tzinfo is None:
+            stored = stored.replace(tzinfo=dt.UTC)
+        return bool(stored == expected)
+
+    async def verify(
+        self, public_keys: Sequence[Any] | None, witness: Sequence[Mapping[str, Any]] | None = None
+    ) -> Report:
+        """Verify every chain in the database (against ``witness``: checkpoints kept outside
+        it, see :func:`gateway.audit.chainverify.verify`), and that each row's denormalised
+        columns match its hashed body: an entry's projection (:func:`projection`: tenant,
+        status, data_level, decision, chosen_deployment, jurisdiction, labels) and
+        ``created_at`` (read by the ``since``/``until`` filters, the evidence report and
+        prune), a checkpoint's ``created_at`` and ``key_id``. chain_id, seq, kind,
+        request_id and prev_hash are checked by the chain walk. A row edited only in its
+        columns is reported as modified. ``id`` is not in the body: it only orders records."""
         items: list[dict[str, Any]] = []
         cps: list[dict[str, Any]] = []
-        mismatched: list[tuple[str, int, str]] = []
+        mismatched: list[tuple[str, int, str, str]] = []
+        dialect = self._engine.dialect
+        bind = entries.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)  # same type in both tables
+        raw_time = type_coerce(entries.c.created_at, String).label("created_raw")
+        cp_raw_time = type_coerce(checkpoints.c.created_at, String).label("created_raw")
         async with self._engine.connect() as conn:
-            result = await conn.stream(select(entries))
+            result = await conn.stream(select(entries, raw_time))
             async for row in result:
                 items.append(_entry_dict(row))
                 try:
-                    expected = projection(json.loads(row.body).get("record", {}))
+                    body = json.loads(row.body)
+                    expected = projection(body.get("record", {}))
+                    body_time = body.get("created_at")
                 except (ValueError, AttributeError):
                     continue  # reported by the chain walk
                 for name, value in expected.items():
                     if getattr(row, name) != value:
-                        mismatched.append((row.chain_id, int(row.seq), name))
-            result = await conn.stream(select(checkpoints))
+                        mismatched.append((row.chain_id, int(row.seq), name, "hashed body"))
+                stored = row.created_raw if dialect.name == "sqlite" else row.created_at
+                if not self._created_matches(stored, body_time, bind):
+                    mismatched.append((row.chain_id, int(row.seq), "created_at", "hashed body"))
+            result = await conn.stream(select(checkpoints, cp_raw_time))
             async for row in result:
                 cps.append(_checkpoint_dict(row))
-        report = verify(items, cps, public_keys)
-        for chain_id, seq, name in mismatched:
-            report.chains[chain_id].fail(seq, f"column {name} differs from the hashed body (modified)")
+                try:
+                    body = json.loads(row.body)
+                    body_time = body.get("created_at")
+                except (ValueError, AttributeError):
+                    continue  # reported by the checkpoint check
+                stored = row.created_raw if dialect.name == "sqlite" else row.created_at
+                if not self._created_matches(stored, body_time, bind):
+                    mismatched.append((row.chain_id, int(row.seq), "created_at", "signed checkpoint body"))
+        report = verify(items, cps, public_keys, witness)
+        for chain_id, seq, name, source in mismatched:
+            report.chains[chain_id].fail(seq, f"column {name} differs from the {source} (modified)")
         return report
 
     async def prune(self, *, older_than: dt.datetime) -> int:
         """Retention: delete records older than ``older_than`` without breaking verification.
 
         Per chain, deletes the records up to the newest signed checkpoint whose records are
-        all older than the cutoff, and the checkpoints before it; that checkpoint stays as the
-        anchor the remaining records verify from. A chain whose records are all removed is
-        removed with its checkpoints. Returns the number of records deleted.
+        all older than the cutoff (``created_at``, which verify checks against the hashed
+        body), and the checkpoints before it; that checkpoint stays as the anchor the
+        remaining records verify from. A chain whose records are all removed keeps that one
+        checkpoint: it says the chain was pruned through its seq, so a witness of the chain
+        still verifies (a chain missing altogether would read as deleted). Returns the number
+        of records deleted.
         """
         deleted = 0
         try:
@@ -346,14 +407,10 @@ class AuditStore:
                     anchor = (await conn.execute(anchor_query)).scalar()
                     if anchor is None:
                         continue
-                    last = (await conn.execute(select(func.max(entries.c.seq)).where(in_chain))).scalar() or 0
                     removed = await conn.execute(delete(entries).where(in_chain, entries.c.seq <= anchor))
                     deleted += int(removed.rowcount or 0)
                     cp_in_chain = checkpoints.c.chain_id == chain_id
-                    if anchor >= last and (self._ledger is None or self._ledger.chain_id != chain_id):
-                        await conn.execute(delete(checkpoints).where(cp_in_chain))
-                    else:
-                        await conn.execute(delete(checkpoints).where(cp_in_chain, checkpoints.c.seq < anchor))
+                    await conn.execute(delete(checkpoints).where(cp_in_chain, checkpoints.c.seq < anchor))
         except (SQLAlchemyError, OSError) as exc:
             raise AuditUnavailable(f"audit store unavailable: {type(exc).__name__}") from exc
         return deleted
