@@ -287,6 +287,20 @@ _DATE_SHAPES: Final = frozenset(
 )  # fmt: skip
 
 
+_SHORT: Final = 20
+# In a text shorter than _SHORT: "@" (email), ":" (IPv6: "a::1") or four ASCII digits (the
+# fewest any digit rule reads: an IPv4 dotted quad) — see _nothing_to_find.
+_SHORT_TRIGGER: Final = re.compile(r"[@:]|[0-9](?:[^0-9]*[0-9]){3}")
+
+
+def _nothing_to_find(text: str) -> bool:
+    """Whether no rule can match ``text``: ASCII (nothing to fold), shorter than 20 characters
+    (no credential format is shorter; a PEM header is longer), no ``@`` (emails), no ``:``
+    (IPv6) and fewer than four digits (every other rule needs seven digits, or four in a dotted
+    quad; the shortest IBANs hold ten). tests/test_classify.py checks it against the full scan."""
+    return len(text) < _SHORT and text.isascii() and _SHORT_TRIGGER.search(text) is None
+
+
 class _Scan:
     """Per-text state of one scan: the shapes, the claimed spans and the findings so far."""
 
@@ -343,8 +357,9 @@ class BuiltinDetector:
         as :meth:`find` gives."""
         labels: set[str] = set()
         for text in texts:
-            if text:
-                labels.update(f[0] for f in self.scan(text, labels_only=True))
+            if text and not _nothing_to_find(text):
+                for found in self._scan(text, labels_only=True):
+                    labels.add(found[0])
         return labels
 
     def find(self, texts: Sequence[str]) -> list[Finding]:
@@ -357,7 +372,15 @@ class BuiltinDetector:
 
     def scan(self, text: str, *, labels_only: bool = False) -> list[tuple[str, int, int]]:
         """``(label, start, end)`` for each finding in one text (character offsets), in
-        detection order: secrets, emails, IBANs, shaped IDs, digit runs, IPv6."""
+        detection order: secrets, emails, IBANs, shaped IDs, digit runs, IPv6.
+
+        A short ASCII text that cannot hold a finding (:func:`_nothing_to_find`: JSON keys,
+        enums, small numbers — most of a request's strings) returns at once."""
+        if _nothing_to_find(text):
+            return []
+        return self._scan(text, labels_only=labels_only)
+
+    def _scan(self, text: str, *, labels_only: bool) -> list[tuple[str, int, int]]:
         sc = _Scan(text, labels_only=labels_only)
         self._secrets(sc)
         if b"@" in sc.raw:
