@@ -248,8 +248,8 @@ def test_request_texts_reads_every_text_bearing_part() -> None:
                 "role": "user",
                 "content": [
                     {"type": "text", "text": "S-user-part"},
-                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AKIAIOSFODNN7EXAMPLE"}},
-                    {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64," + "AKIAIOSFODNN7EXAMPLE" * 4}},
+                    {"type": "input_audio", "input_audio": {"data": "AAAA" * 16, "format": "wav"}},
                 ],
             },
             {
@@ -291,7 +291,9 @@ def test_request_texts_reads_every_text_bearing_part() -> None:
         "S-instructions", "S-anthropic-system", "S-tool-description", "S-user-field", "S-metadata",
     ):  # fmt: skip
         assert marker in joined, marker
-    assert "AKIA" not in joined and "AAAA" not in joined and "call_1" not in joined and "auto" not in joined
+    # binary payloads (well-formed base64) are skipped; ids, enums and keys are scanned
+    assert "AKIA" not in joined and "AAAA" not in joined and "data:image/png;base64," in texts
+    assert "call_1" in texts and "auto" in texts and "tool_call_id" in texts and "wav" in texts
 
 
 def test_request_texts_reads_responses_and_embeddings_inputs() -> None:
@@ -304,10 +306,10 @@ def test_request_texts_reads_responses_and_embeddings_inputs() -> None:
     }
     joined = "\n".join(request_texts(responses))
     assert all(m in joined for m in ("S-input-text", "S-fc-args", "S-fc-output"))
-    assert request_texts({"input": "S-one"}) == ["S-one"]
-    assert request_texts({"input": ["S-a", "S-b"]}) == ["S-a", "S-b"]
-    assert request_texts({"input": [1, 2, 3]}) == []  # token ids
-    assert request_texts({"prompt": [[1, 2], [3]]}) == []
+    assert request_texts({"input": "S-one"}) == ["input", "S-one"]  # keys are scanned too
+    assert request_texts({"input": ["S-a", "S-b"]}) == ["input", "S-a", "S-b"]
+    assert request_texts({"input": [1, 2, 3]}) == ["input"]  # token ids
+    assert request_texts({"prompt": [[1, 2], [3]]}) == ["prompt"]
 
 
 def test_escaped_tool_arguments_are_decoded_before_scanning() -> None:
@@ -410,3 +412,139 @@ def test_label_levels_config_is_validated() -> None:
         parse_config({**base, "classification": {"label_levels": {"pii": "secretish"}}})
     with pytest.raises(ConfigError, match=r"classification\.label_levels"):
         parse_config({**base, "classification": {"label_levels": {"PII email": "restricted"}}})
+
+
+# --- request_texts: every key and value, any depth, numbers; only binary payloads skipped ----
+
+_EMAIL = "jane.roe@example.org"
+_CARD = "4111111111111111"
+_B64 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA"  # 72 chars
+
+
+def test_request_texts_scans_every_key_in_document_order() -> None:
+    body = {
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {"properties": {_EMAIL: {}}}}}],
+        "metadata": {"k-" + _EMAIL: "v"},
+        "logit_bias": {_CARD: 1},
+        "messages": [
+            {
+                "role": "assistant",
+                "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": {"k": {_EMAIL: 1}}}}],
+            },
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "t", "name": "g", "input": {"u-" + _EMAIL: 1}}],
+            },
+        ],
+    }
+    texts = request_texts(body)
+    assert texts[:4] == ["tools", "type", "function", "function"]  # a key, then its value
+    for key in (_EMAIL, "k-" + _EMAIL, _CARD, "u-" + _EMAIL, "logit_bias", "metadata"):
+        assert key in texts, key
+    assert texts.index("logit_bias") < texts.index(_CARD) < texts.index("messages")
+
+
+def test_request_texts_scans_keys_of_escaped_arguments() -> None:
+    args = json.dumps({_EMAIL: "a\nb"})
+    texts = request_texts({"messages": [{"tool_calls": [{"function": {"arguments": args}}]}]})
+    assert _EMAIL in texts and "a\nb" in texts and args not in texts
+    assert DETECTOR.detect(texts) == {"pii.email"}
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [(4111111111111111, _CARD), (4111111111111111.0, _CARD + ".0"), (-7, "-7"), (0.5, "0.5"), (1e300, "1e+300")],
+)
+def test_request_texts_reads_numbers_as_their_json_text(value: Any, text: str) -> None:
+    assert request_texts({"metadata": {"c": value}}) == ["metadata", "c", text]
+    assert json.dumps(value) == text  # what the provider receives
+    assert request_texts({"a": True, "b": None}) == ["a", "b"]
+
+
+@pytest.mark.parametrize("depth", [31, 32, 40, 5000])
+def test_request_texts_has_no_depth_limit(depth: int) -> None:
+    value: Any = _EMAIL
+    for _ in range(depth):
+        value = {"n": [value]}
+    assert request_texts({"metadata": value})[-1] == _EMAIL
+    c = Classifier.with_builtin().classify({"metadata": value}, declared=None, floor=DataLevel.PUBLIC)
+    assert c.labels == ("pii.email",) and c.detector_error is None
+
+
+DATA_TEXT = f"data: my card is 4111 1111 1111 1111 and my IBAN DE89 3704 0044 0532 0130 00, mail {_EMAIL}"
+
+
+@pytest.mark.parametrize(
+    ("value", "scanned"),
+    [
+        (DATA_TEXT, DATA_TEXT),  # not a data URL
+        ("data:image/png;base64," + _B64, "data:image/png;base64,"),  # payload skipped, header read
+        ("DATA:image/png;name=" + _EMAIL + ";base64," + _B64, "DATA:image/png;name=" + _EMAIL + ";base64,"),
+        ("data:text/plain;base64," + _CARD, "data:text/plain;base64," + _CARD),  # too short to be binary
+        ("data:image/png;base64," + _B64 + " " + _EMAIL, None),  # not base64
+        ("data:image/png;base64," + _B64[:-1], None),  # not padded to a multiple of 4
+        ("data:image/png;base64," + _B64[:-4] + "A=B=", None),  # padding inside
+        ("data:image/png," + _B64, None),  # not base64-encoded
+        ("data:text/plain," + _EMAIL, None),
+    ],
+)
+def test_request_texts_skips_only_base64_data_url_payloads(value: str, scanned: str | None) -> None:
+    for body in ({"input": value}, {"messages": [{"role": "user", "content": [{"image_url": {"url": value}}]}]}):
+        assert request_texts(body)[-1] == (value if scanned is None else scanned)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "skipped"),
+    [
+        ("data", _B64, True),
+        ("file_data", _B64, True),
+        ("signature", "EqQBCgIYAhIM" + _B64 + "==", False),  # length not a multiple of 4
+        ("signature", "EqQBCgIYAhIM" + _B64, True),
+        ("data", _CARD, False),  # valid base64, but no binary payload is that short
+        ("data", f"plain text to {_EMAIL}", False),
+        ("text", _B64, False),  # not a binary key
+    ],
+)
+def test_request_texts_skips_base64_blobs_only_under_binary_keys(key: str, value: str, skipped: bool) -> None:
+    texts = request_texts({"messages": [{"role": "user", "content": [{"type": "x", key: value}]}]})
+    assert (value not in texts) is skipped
+
+
+def test_request_texts_skips_token_id_prompts_but_not_big_numbers() -> None:
+    assert request_texts({"prompt": [15339, 1917]}) == ["prompt"]
+    assert request_texts({"input": [[1, 2], [3]]}) == ["input"]
+    assert request_texts({"prompt": [1, int(_CARD)]}) == ["prompt", "1", _CARD]  # no vocabulary is that big
+    assert request_texts({"metadata": {"ids": [1, 2]}}) == ["metadata", "ids", "1", "2"]  # only prompt/input
+
+
+def test_classifier_reads_a_value_split_across_text_parts_once_joined() -> None:
+    parts = [{"type": "text", "text": "card 4111 1111 "}, {"type": "text", "text": "1111 1111"}]
+    assert DETECTOR.detect(request_texts({"system": parts})) == set()  # each part alone holds no card
+    c = Classifier.with_builtin().classify({"system": parts}, declared=None, floor=DataLevel.PUBLIC)
+    assert c.labels == ("pii.payment_card",) and c.label_counts == {"pii.payment_card": 1}
+    whole = [{"type": "text", "text": f"mail {_EMAIL}"}, {"type": "text", "text": " now"}]
+    c = Classifier.with_builtin().classify({"messages": [{"content": whole}]}, declared=None, floor=DataLevel.PUBLIC)
+    assert c.label_counts == {"pii.email": 1}, "a value whole in one part is counted once"
+
+
+def test_a_value_json_cannot_hold_fails_closed() -> None:
+    c = Classifier.with_builtin().classify({"metadata": {"x": object()}}, declared=None, floor=DataLevel.PUBLIC)
+    assert c.level == DataLevel.RESTRICTED and c.detector_error == "request_texts: TypeError"
+
+
+def test_short_ascii_fast_path_agrees_with_the_full_scan() -> None:
+    """BuiltinDetector.scan skips short ASCII texts without @, : or four digits; the full scan
+    must find nothing in any of them."""
+    from gateway.classify.builtin import _nothing_to_find
+
+    rng = random.Random(7)
+    alphabet = "0123456789abcdefxyzABCDEFXYZ.-:@ /()+_=\n"
+    skipped = 0
+    for _ in range(20_000):
+        text = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 19)))
+        if _nothing_to_find(text):
+            skipped += 1
+            assert DETECTOR._scan(text, labels_only=False) == [], text
+    assert skipped > 5_000
+    for text in ("a::1", "1.2.3.4", "a@b.co", "fe80::1"):
+        assert not _nothing_to_find(text) and DETECTOR.scan(text), text

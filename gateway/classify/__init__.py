@@ -7,6 +7,10 @@ detects or the tenant's floor (DESIGN.md invariant 2). Content detectors plug in
 and :class:`Classifier` maps labels to a level. A detector that raises makes the request
 ``restricted`` (fail closed) and the error is kept for the audit record.
 
+What the detectors read is every string of the request body — every key and value at any
+depth, numbers as their JSON text — except binary payloads and token-id prompts
+(:mod:`gateway.classify.walk`); a body the walk cannot read is restricted too.
+
 The default engine is :class:`~gateway.classify.builtin.BuiltinDetector` (validated patterns,
 in process, no network). Engines that can also say *where* they found something implement
 :class:`SpanDetector`; spans are for redaction only — the classifier and the audit record see
@@ -15,12 +19,12 @@ labels, never values.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from gateway.classify.builtin import LABELS, BuiltinDetector, Finding
+from gateway.classify.walk import collect, request_texts
 from gateway.context import Classification, DataLevel
 
 if TYPE_CHECKING:
@@ -58,133 +62,6 @@ class SpanDetector(Detector, Protocol):
     def find(self, texts: Sequence[str]) -> list[Finding]:
         """Every finding in ``texts`` with its span."""
         ...
-
-
-# Keys whose values are never natural-language text sent to a model: identifiers, enums and
-# binary payloads (base64 images, audio, files).
-_SKIP_KEYS: Final = frozenset(
-    {
-        "type", "id", "role", "tool_call_id", "call_id", "tool_use_id", "detail", "format",
-        "media_type", "mime_type", "cache_control", "data", "file_data", "file_id", "signature",
-        "status", "object", "model",
-    }
-)  # fmt: skip
-
-
-def _strings(value: Any, out: list[str], depth: int = 0) -> None:
-    """Append every string leaf of a JSON value (integers too: card numbers arrive as JSON
-    numbers in tool arguments). Skips identifier/binary keys and ``data:`` URLs."""
-    if isinstance(value, str):
-        if value and not value.startswith("data:"):
-            out.append(value)
-    elif isinstance(value, dict):
-        if depth < 32:
-            for key, item in value.items():
-                if key not in _SKIP_KEYS:
-                    _strings(item, out, depth + 1)
-    elif isinstance(value, list):
-        if depth < 32:
-            for item in value:
-                _strings(item, out, depth + 1)
-    elif isinstance(value, int) and not isinstance(value, bool):
-        out.append(str(value))
-
-
-def _function(function: Mapping[str, Any], out: list[str]) -> None:
-    """A tool call's function: its name and its arguments."""
-    if isinstance(function.get("name"), str):
-        out.append(function["name"])
-    _arguments(function.get("arguments"), out)
-
-
-def _arguments(args: Any, out: list[str]) -> None:
-    """Tool-call arguments: a JSON string as the model wrote it. When it holds escapes
-    (``\\u0031``, ``\\n``) the decoded values are scanned, otherwise the string itself."""
-    if isinstance(args, str):
-        if "\\" in args:
-            try:
-                _strings(json.loads(args), out)
-                return
-            except (ValueError, RecursionError):
-                pass
-        if args:
-            out.append(args)
-    else:
-        _strings(args, out)
-
-
-def _message(message: Any, out: list[str]) -> None:
-    if isinstance(message, str):
-        out.append(message)
-        return
-    if not isinstance(message, dict):
-        return
-    for key, value in message.items():
-        if key == "tool_calls" and isinstance(value, list):
-            for call in value:
-                if isinstance(call, dict):
-                    function = call.get("function")
-                    if isinstance(function, dict):
-                        _function(function, out)
-                    else:
-                        _strings(call, out)
-        elif key in ("function_call", "arguments") and isinstance(value, (dict, str)):
-            if isinstance(value, dict):
-                _function(value, out)
-            else:
-                _arguments(value, out)
-        elif key == "content" and isinstance(value, list):
-            for part in value:
-                if isinstance(part, dict) and part.get("type") == "tool_use":
-                    _strings(part.get("name"), out)
-                    _arguments(part.get("input"), out)
-                else:
-                    _strings(part, out)
-        elif key not in _SKIP_KEYS:
-            _strings(value, out)
-
-
-def request_texts(body: Mapping[str, Any]) -> list[str]:
-    """Every text-bearing part of a request body, on every endpoint's wire format.
-
-    * ``messages[]`` (chat, Anthropic messages): system/developer/user/assistant/tool messages;
-      ``content`` as a string or an array of parts (``text``, ``input_text``, ``output_text``,
-      ``refusal``, Anthropic ``tool_result`` with nested content, ``tool_use`` input); the
-      assistant's ``tool_calls[].function`` name and arguments (JSON-decoded when escaped),
-      legacy ``function_call``; ``name``, ``refusal`` and reasoning text.
-    * ``prompt`` and ``suffix`` (completions), ``input`` (embeddings: string or list; responses:
-      string or items incl. ``function_call.arguments`` and ``function_call_output.output``),
-      ``instructions`` (responses), ``system`` (Anthropic), ``tools`` (names, descriptions,
-      schemas), ``user`` and ``metadata``; ``stop`` / ``stop_sequences``, ``prediction``,
-      ``response_format`` / ``text`` (schemas), ``web_search_options`` (user location) and the
-      ``safety_identifier`` / ``prompt_cache_key`` — everything a provider would receive.
-
-    Token-id prompts (lists of integers) are skipped, as are ids, enums and binary payloads
-    (base64 images, audio, ``data:`` URLs). Returns the strings in request order.
-    """
-    out: list[str] = []
-    for message in body.get("messages") or ():
-        _message(message, out)
-    for key in ("prompt", "input"):
-        value = body.get(key)
-        if isinstance(value, list) and value and all(isinstance(x, int) for x in value):
-            continue  # token ids
-        if isinstance(value, list) and value and all(isinstance(x, list) for x in value):
-            continue  # batches of token ids
-        if isinstance(value, list):
-            for item in value:
-                _message(item, out)
-        else:
-            _strings(value, out)
-    for key in (
-        "suffix", "instructions", "system", "tools", "functions", "user", "metadata",
-        "stop", "stop_sequences", "prediction", "response_format", "text", "web_search_options",
-        "safety_identifier", "prompt_cache_key",
-    ):  # fmt: skip
-        value = body.get(key)
-        if value is not None:
-            _strings(value, out)
-    return out
 
 
 class Classifier:
@@ -233,24 +110,36 @@ class Classifier:
         return DataLevel.CONFIDENTIAL
 
     def classify(self, body: Mapping[str, Any], *, declared: DataLevel | None, floor: DataLevel) -> Classification:
-        """Classify one request body. Never raises: detector failure → restricted."""
+        """Classify one request body. Never raises: detector failure → restricted.
+
+        The detectors read :func:`~gateway.classify.walk.request_texts` of the body plus the
+        joins of its text-part lists (a value split across parts that the wire format sends
+        as one string); ``label_counts`` counts matches in the texts, and in the joins only
+        for labels found nowhere else (so a value is not counted twice)."""
         labels: set[str] = set()
         detector_error: str | None = None
+        texts: list[str] = []
+        joined: list[str] = []
         if self._detectors:
             try:
-                texts = request_texts(body)
+                collect(body, texts, joined=joined)
             except Exception as exc:  # a body the walker cannot read fails closed too
-                texts = []
+                texts, joined = [], []
                 detector_error = f"request_texts: {type(exc).__name__}"
+            # each distinct text once: keys and enums repeat (tool schemas), labels do not change
+            distinct = list(dict.fromkeys(texts + joined))
             for detector in self._detectors if detector_error is None else ():
                 try:
-                    labels |= detector.detect(texts)
+                    labels |= detector.detect(distinct)
                 except Exception as exc:  # any detector fault fails closed
                     # The exception type only: a message could quote the matched value.
                     detector_error = f"{detector.name}: {type(exc).__name__}"
         counts: dict[str, int] = {}
         if labels and detector_error is None:
             counts = self._count(texts)
+            if joined and not labels <= counts.keys():
+                for label, n in self._count(joined).items():
+                    counts.setdefault(label, n)
         detected = max((self._level_of(label) for label in labels), default=DataLevel.PUBLIC)
         if detector_error is not None:
             detected = DataLevel.RESTRICTED

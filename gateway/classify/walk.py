@@ -1,0 +1,219 @@
+"""Which strings of a request the detectors read — and where each one sits, for redaction.
+
+One principle for classification and redaction alike: **every string a provider could receive
+is scanned** — every value *and every key*, of every top-level field (known to the gateway or
+not), at any depth (the walk is iterative: there is no depth past which data goes unseen), and
+numbers in their JSON text form (``4111111111111111`` and ``4111111111111111.0`` alike). There
+is no allow-list of places: a field a wire format adds tomorrow is scanned today.
+
+Skipped, because they are not text a person wrote and scanning them only costs time and false
+positives:
+
+* **binary payloads** — the payload of a base64 data URL (``data:<mime>[;params];base64,<payload>``;
+  its header is still scanned), and a string under a binary key (:data:`BINARY_KEYS`: chat
+  ``input_audio.data``, Anthropic ``source.data`` and ``thinking.signature``, ``file_data``,
+  Responses ``encrypted_content``), but only when the payload is well-formed base64 (standard
+  alphabet, padded to a multiple of 4) of at least :data:`BINARY_MIN_CHARS` characters. Anything
+  else — ``"data: my card is …"``, a short or malformed "payload", plain text under ``data`` —
+  is scanned like any other string.
+* **token-id prompts** — a top-level ``prompt`` / ``input`` that is a list of token ids or of
+  lists of token ids (non-negative ints below :data:`TOKEN_ID_LIMIT`, more than any vocabulary
+  holds); a list with a larger number is scanned number by number.
+
+Identifiers (tool-call ids, ``tool_call_id``, ``call_id``, tool names, ``status``, ``type``…) are
+scanned too: a provider receives them like any other string. A random id may, rarely, look like
+a value a detector validates (a phone number in a digit run); that raises the level — the
+fail-safe direction, accepted.
+
+Tool-call ``arguments`` strings that hold escapes (``\\u0034``, ``\\n``) are JSON-decoded and the
+decoded keys and values scanned instead (what the model reads); redaction re-encodes them.
+
+Where a wire format joins text parts before sending them (chat text-only content arrays,
+Anthropic text blocks and ``system`` blocks, Responses ``input_text`` parts — all joined with
+``""``), a value split across parts ("4111 1111 " + "1111 1111") is only whole in the join: the
+walk also returns, separately, the join of every list that holds two or more ``text`` parts.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Final, NamedTuple
+
+__all__ = [
+    "BINARY_KEYS",
+    "BINARY_MIN_CHARS",
+    "KEY",
+    "PREFIX",
+    "TOKEN_ID_LIMIT",
+    "VALUE",
+    "SubDocument",
+    "Where",
+    "collect",
+    "is_base64_blob",
+    "request_texts",
+]
+
+BINARY_KEYS: Final = frozenset({"data", "file_data", "signature", "encrypted_content"})
+"""Keys whose string value is a binary payload *when it is well-formed base64*."""
+
+BINARY_MIN_CHARS: Final = 64
+"""Shortest base64 payload taken as binary. No real image, audio, file or signature is shorter;
+a short "payload" (``"4111111111111111"`` is valid base64) is scanned, which costs nothing."""
+
+TOKEN_ID_LIMIT: Final = 2**24
+"""Token ids are below this (the largest vocabularies hold a few hundred thousand tokens)."""
+
+_TOKEN_KEYS: Final = frozenset({"prompt", "input"})
+_TEXT_JSON_KEY: Final = "arguments"
+
+# "data:" [mime] *(";" param) ";base64," — the header is bounded so a long string without a
+# comma costs a bounded number of steps
+_DATA_URL: Final = re.compile(r"data:[^,]{0,256}?;base64,", re.IGNORECASE)
+_BASE64_ALPHABET: Final = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
+
+KEY: Final = 0
+"""A :class:`Where` kind: the text is a dict key (``slot``) of ``container``."""
+VALUE: Final = 1
+"""A :class:`Where` kind: the text is ``container[slot]`` (a string, or a number's JSON text)."""
+PREFIX: Final = 2
+"""A :class:`Where` kind: the text is the first ``len(text)`` characters of ``container[slot]``
+(a data URL's header)."""
+
+
+class Where(NamedTuple):
+    """Where one scanned text sits: ``container[slot]`` (``kind`` :data:`KEY`, :data:`VALUE`
+    or :data:`PREFIX`), in the body (``doc`` -1) or in decoded tool-call arguments
+    (``doc``: index of the :class:`SubDocument`)."""
+
+    container: Any
+    slot: Any
+    kind: int
+    doc: int
+
+
+class SubDocument(NamedTuple):
+    """Tool-call arguments decoded from a JSON string: ``holder[0]`` is the decoded value; the
+    string sits at ``container[slot]`` of document ``parent`` (-1: the body)."""
+
+    holder: list[Any]
+    container: Any
+    slot: Any
+    parent: int
+
+
+def is_base64_blob(text: str, start: int = 0) -> bool:
+    """Whether ``text[start:]`` is a binary payload: well-formed standard base64 (padded, length
+    a multiple of 4) of at least :data:`BINARY_MIN_CHARS` characters. C-speed (no regex)."""
+    size = len(text) - start
+    if size < BINARY_MIN_CHARS or size % 4 or not text.isascii():
+        return False
+    raw = (text[start:] if start else text).encode("ascii")
+    if raw.translate(None, _BASE64_ALPHABET):
+        return False
+    pad = raw.find(b"=")
+    return pad == -1 or (pad >= size - 2 and raw.endswith(b"=" * (size - pad)))
+
+
+def _token_ids(value: Any) -> bool:
+    """A list of token ids, or of lists of token ids."""
+    if not isinstance(value, list) or not value:
+        return False
+    if all(type(x) is int and 0 <= x < TOKEN_ID_LIMIT for x in value):
+        return True
+    return all(isinstance(x, list) and x and all(type(t) is int and 0 <= t < TOKEN_ID_LIMIT for t in x) for x in value)
+
+
+def collect(
+    body: Any,
+    texts: list[str],
+    where: list[Where] | None = None,
+    subdocs: list[SubDocument] | None = None,
+    joined: list[str] | None = None,
+) -> None:
+    """Append every scanned text of ``body`` to ``texts`` in document order (a key before its
+    value), with its :class:`Where` to ``where`` and each decoded tool-call arguments string to
+    ``subdocs`` when given (redaction), and the joins of text-part lists to ``joined`` when
+    given (classification).
+
+    Iterative (a stack of item iterators), so any depth the JSON parser accepts is walked.
+    Raises TypeError for a value JSON cannot hold (the caller fails closed)."""
+    # frames: (items iterator, container, document index, key the container sits under, is a dict)
+    frames: list[tuple[Any, Any, int, Any, bool]] = []
+    if isinstance(body, dict):
+        frames.append((iter(body.items()), body, -1, None, True))
+    else:  # a bare value (decoded arguments, tests)
+        frames.append((enumerate([body]), [body], -1, None, False))
+    record = where is not None
+    while frames:
+        items, container, doc, list_key, is_dict = frames[-1]
+        for slot, value in items:
+            if is_dict:
+                texts.append(slot)
+                if record:
+                    where.append(Where(container, slot, KEY, doc))  # type: ignore[union-attr]
+                key = slot
+                if container is body and slot in _TOKEN_KEYS and _token_ids(value):
+                    continue
+            else:
+                key = list_key
+            kind = type(value)
+            if kind is str or isinstance(value, str):
+                if not value:
+                    continue
+                if key in BINARY_KEYS and is_base64_blob(value):
+                    continue
+                if value[0] in "dD" and value[:5].lower() == "data:":
+                    header = _DATA_URL.match(value)
+                    if header is not None and is_base64_blob(value, header.end()):
+                        texts.append(value[: header.end()])
+                        if record:
+                            where.append(Where(container, slot, PREFIX, doc))  # type: ignore[union-attr]
+                        continue
+                if key == _TEXT_JSON_KEY and "\\" in value:
+                    try:
+                        decoded = json.loads(value)
+                    except (ValueError, RecursionError):
+                        pass
+                    else:
+                        holder = [decoded]
+                        index = -1
+                        if subdocs is not None:
+                            subdocs.append(SubDocument(holder, container, slot, doc))
+                            index = len(subdocs) - 1
+                        frames.append((enumerate(holder), holder, index, None, False))
+                        break
+                texts.append(value)
+                if record:
+                    where.append(Where(container, slot, VALUE, doc))  # type: ignore[union-attr]
+            elif kind is dict or isinstance(value, dict):
+                frames.append((iter(value.items()), value, doc, None, True))
+                break
+            elif kind is list or isinstance(value, list):
+                if joined is not None and len(value) > 1:
+                    parts = [p["text"] for p in value if type(p) is dict and type(p.get("text")) is str]
+                    if len(parts) > 1:
+                        joined.append("".join(parts))
+                frames.append((enumerate(value), value, doc, key, False))
+                break
+            elif value is None or kind is bool:
+                continue
+            elif kind is int or kind is float or isinstance(value, (int, float)):
+                # the JSON text a provider receives (json.dumps keeps 4111111111111111.0 so)
+                texts.append(int.__repr__(value) if isinstance(value, int) else float.__repr__(value))
+                if record:
+                    where.append(Where(container, slot, VALUE, doc))  # type: ignore[union-attr]
+            else:
+                raise TypeError(f"not a JSON value: {type(value).__name__}")
+        else:
+            frames.pop()
+
+
+def request_texts(body: Any) -> list[str]:
+    """Every string of a request body the detectors read, in document order: every key and
+    every value at any depth (numbers as their JSON text), on every endpoint's wire format.
+    Skips only binary payloads and token-id prompts (see the module docstring). The joins of
+    text parts that wire formats send as one string are not included (:func:`collect`)."""
+    out: list[str] = []
+    collect(body, out)
+    return out
