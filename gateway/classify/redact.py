@@ -7,12 +7,14 @@ gateway, so the answer can be restored for the client (:class:`Restorer`, stream
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.classify import SpanDetector
+from gateway.classify.walk import KEY, PREFIX, SubDocument, Where, collect
 
 __all__ = ["Redaction", "Restorer", "placeholder_type", "redact_body"]
 
@@ -71,11 +73,17 @@ class Redaction:
 
     def text(self, text: str, detector: SpanDetector, labels: Sequence[str]) -> str:
         """``text`` with every span of a wanted label replaced."""
-        spans = sorted((f.start, f.end, f.label) for f in detector.find([text]) if _wanted(f.label, labels))
+        return self.replace(
+            text, [(f.start, f.end, f.label) for f in detector.find([text]) if _wanted(f.label, labels)]
+        )
+
+    def replace(self, text: str, spans: Sequence[tuple[int, int, str]]) -> str:
+        """``text`` with each ``(start, end, label)`` span replaced by its placeholder; of
+        overlapping spans the earlier one wins."""
         if not spans:
             return text
         out, at = [], 0
-        for start, end, label in spans:
+        for start, end, label in sorted(spans):
             if start < at:
                 continue  # overlapping span: the earlier one already covers it
             out.append(text[at:start])
@@ -85,37 +93,79 @@ class Redaction:
         return "".join(out)
 
 
-def _redact_value(value: Any, redaction: Redaction, detector: SpanDetector, labels: Sequence[str]) -> Any:
-    if isinstance(value, str):
-        return redaction.text(value, detector, labels)
-    if isinstance(value, list):
-        return [_redact_value(v, redaction, detector, labels) for v in value]
-    if isinstance(value, dict):
-        return {k: _redact_value(v, redaction, detector, labels) for k, v in value.items()}
-    return value
+def _copy(value: Any) -> Any:
+    """A copy of a JSON value's dicts and lists (strings and numbers shared), iteratively."""
+    if not isinstance(value, (dict, list)):
+        return value
+    root = dict(value) if isinstance(value, dict) else list(value)
+    stack: list[Any] = [root]
+    while stack:
+        container = stack.pop()
+        slots = list(container.items()) if isinstance(container, dict) else enumerate(list(container))
+        for slot, item in slots:
+            if isinstance(item, (dict, list)):
+                item = dict(item) if isinstance(item, dict) else list(item)
+                container[slot] = item
+                stack.append(item)
+    return root
 
 
 def redact_body(
     body: Mapping[str, Any], detector: SpanDetector, labels: Sequence[str]
 ) -> tuple[dict[str, Any], Redaction]:
-    """A copy of a request with the wanted labels redacted in every message's text (string
-    content, text parts, tool-call arguments and names) and in every other top-level field
-    that reaches the provider: ``prompt``/``input``, ``suffix``, ``stop``, ``tools``,
-    ``user``, ``metadata``… (only detected spans change; ids and numbers stay as they are)."""
+    """A copy of a request with every span of the wanted labels replaced by its placeholder,
+    wherever the detectors read it (:mod:`gateway.classify.walk`): every value *and key* of
+    every field at any depth — message ``content``, ``name``, ``refusal``, tool calls and
+    their ids, tools and schemas, ``metadata``, ``logit_bias`` keys… Only detected spans change:
+
+    * a number whose JSON text holds a span becomes the redacted text (a string);
+    * a data URL's header may change, never its base64 payload (binary payloads and token-id
+      prompts are not read, as in classification);
+    * a key is renamed in place (order kept); a redacted key that would collide with another
+      key of its object raises ValueError (the caller sends nothing);
+    * tool-call ``arguments`` that hold escapes are redacted decoded and re-encoded as JSON
+      (``ensure_ascii=False``); others are redacted as text, so a placeholder in a schema key
+      comes back in the model's arguments and :class:`Restorer` puts the value back.
+
+    The client's ``body`` is not modified."""
+    out = _copy(dict(body))
+    texts: list[str] = []
+    where: list[Where] = []
+    subdocs: list[SubDocument] = []
+    collect(out, texts, where, subdocs)
+    spans: dict[int, list[tuple[int, int, str]]] = {}
+    for finding in detector.find(texts):
+        if _wanted(finding.label, labels):
+            spans.setdefault(finding.text, []).append((finding.start, finding.end, finding.label))
     redaction = Redaction()
-    out = dict(body)
-    messages = []
-    for message in body.get("messages") or []:
-        message = dict(message)
-        for key in ("content", "tool_calls", "function_call"):
-            if key in message:
-                message[key] = _redact_value(message[key], redaction, detector, labels)
-        messages.append(message)
-    if "messages" in body:
-        out["messages"] = messages
-    for key, value in body.items():
-        if key not in ("messages", "model"):
-            out[key] = _redact_value(value, redaction, detector, labels)
+    renames: dict[int, tuple[dict[str, Any], dict[str, str]]] = {}
+    dirty: set[int] = set()
+    for index in sorted(spans):  # document order: [EMAIL_1] is the first in the request
+        text = texts[index]
+        new = redaction.replace(text, spans[index])
+        if new == text:
+            continue
+        at = where[index]
+        dirty.add(at.doc)
+        if at.kind == KEY:
+            renames.setdefault(id(at.container), (at.container, {}))[1][at.slot] = new
+        elif at.kind == PREFIX:
+            at.container[at.slot] = new + at.container[at.slot][len(text) :]
+        else:
+            at.container[at.slot] = new
+    for container, renamed in renames.values():  # after the values: their slots are the old keys
+        items = list(container.items())
+        container.clear()
+        for key, item in items:
+            key = renamed.get(key, key)
+            if key in container:
+                raise ValueError("a redacted key collides with another key of its object")
+            container[key] = item
+    for index in range(len(subdocs) - 1, -1, -1):  # innermost first
+        if index in dirty:
+            sub = subdocs[index]
+            sub.container[sub.slot] = json.dumps(sub.holder[0], ensure_ascii=False)
+            dirty.add(sub.parent)
     return out, redaction
 
 
