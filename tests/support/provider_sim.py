@@ -27,7 +27,10 @@ arguments ``{"text": <last user text, first 40 chars>}`` and finish reason
 ``"tool_calls"`` (streamed as tool-call deltas).
 
 Every request is recorded as a :class:`ReceivedRequest` (see
-:attr:`ProviderSimulator.requests`), before any misbehaviour is applied.
+:attr:`ProviderSimulator.requests`), before any misbehaviour is applied; every streamed
+chat completion, when its handler ends, as a :class:`StreamRecord` (see
+:attr:`ProviderSimulator.streams`): how many content chunks it wrote and whether it
+finished, so a test can see a client (the gateway) close a stream early.
 
 Misbehaviours are set with :meth:`ProviderSimulator.behave`, which *replaces*
 the current :class:`Behaviour`; they apply to the POST endpoints (chat
@@ -55,6 +58,10 @@ delay or a dropped connection) and :meth:`~ProviderSimulator.heal` restores:
 ``stream_stall_s``
     Stream requests: after N content chunks (``stream_cut_after`` if given,
     else 1) pause this many seconds, then carry on (or cut, if asked to).
+``stream_chunk_delay_s``
+    Stream requests: sleep this long before each content chunk (a slow model), so a
+    client that goes away mid-answer leaves the rest ungenerated
+    (:attr:`ProviderSimulator.streams` shows how far it got).
 ``stream_malformed_after=N``
     Stream requests: after N content chunks emit one malformed SSE line
     (``data: {not json``), then carry on normally.
@@ -103,6 +110,7 @@ __all__ = [
     "Behaviour",
     "ProviderSimulator",
     "ReceivedRequest",
+    "StreamRecord",
 ]
 
 #: Error body of OpenAI-style endpoints when ``status`` is set without ``body``.
@@ -139,6 +147,19 @@ class ReceivedRequest:
     received_at: float = field(default_factory=time.time)
 
 
+@dataclass(frozen=True)
+class StreamRecord:
+    """How one streamed chat completion ended, as the simulator saw it: ``content_chunks``
+    of the answer's ``total_chunks`` content chunks written; ``finished`` when the whole
+    answer and ``data: [DONE]`` were written (False: the client went away, or the stream was
+    cut on purpose)."""
+
+    path: str
+    content_chunks: int
+    total_chunks: int
+    finished: bool
+
+
 @dataclass
 class Behaviour:
     """How the simulator answers; see the module docstring for each field."""
@@ -153,6 +174,7 @@ class Behaviour:
     stream_malformed_after: int | None = None
     omit_usage: bool = False
     times: int | None = None
+    stream_chunk_delay_s: float | None = None
 
     @property
     def overrides_response(self) -> bool:
@@ -294,6 +316,7 @@ class ProviderSimulator:
         self._shutdown_timeout_s = shutdown_timeout_s
         self._lock = threading.Lock()
         self._requests: list[ReceivedRequest] = []
+        self._streams: list[StreamRecord] = []
         self._request_count = 0
         self._behaviour: Behaviour | None = None
         self._models_behaviour: Behaviour | None = None
@@ -368,6 +391,12 @@ class ProviderSimulator:
             return self._requests[-1] if self._requests else None
 
     @property
+    def streams(self) -> list[StreamRecord]:
+        """Streamed chat completions whose handler has ended since start/reset, oldest first."""
+        with self._lock:
+            return list(self._streams)
+
+    @property
     def request_count(self) -> int:
         """Number of requests received since start/reset (counted even unrecorded)."""
         with self._lock:
@@ -391,6 +420,7 @@ class ProviderSimulator:
         omit_usage: bool = False,
         times: int | None = None,
         headers: dict[str, str] | None = None,
+        stream_chunk_delay_s: float | None = None,
     ) -> Behaviour:
         """Replace the current behaviour; returns the new :class:`Behaviour`."""
         behaviour = Behaviour(
@@ -404,6 +434,7 @@ class ProviderSimulator:
             stream_malformed_after=stream_malformed_after,
             omit_usage=omit_usage,
             times=times,
+            stream_chunk_delay_s=stream_chunk_delay_s,
         )
         self.set_behaviour(behaviour)
         return behaviour
@@ -440,6 +471,7 @@ class ProviderSimulator:
             self._models_behaviour = None
             self.health_probes = 0
             self._requests.clear()
+            self._streams.clear()
             self._request_count = 0
             self._behaviour = None
             self._remaining = None
@@ -643,6 +675,8 @@ class ProviderSimulator:
             return b"data: " + _dumps(obj) + b"\n\n"
 
         resp = web.StreamResponse(headers=_SSE_HEADERS)
+        words = reply.words if not tool_call else []
+        sent, finished = 0, False
         try:
             await resp.prepare(request)
             await self._write(resp, chunk({"role": "assistant", "content": ""}))
@@ -655,8 +689,11 @@ class ProviderSimulator:
                 args = {"index": 0, "function": {"arguments": function["arguments"]}}
                 await self._write(resp, chunk({"tool_calls": [args]}))
             last = len(reply.words) - 1
-            for i, word in enumerate(reply.words if not tool_call else ()):
+            for i, word in enumerate(words):
+                if behaviour.stream_chunk_delay_s:
+                    await asyncio.sleep(behaviour.stream_chunk_delay_s)
                 await self._write(resp, chunk({"content": word if i == last else word + " "}))
+                sent += 1
                 await self._checkpoint(request, resp, behaviour, points, i + 1, _MALFORMED_LINE)
             await self._write(resp, chunk({}, finish_reason))
             if include_usage:
@@ -670,8 +707,12 @@ class ProviderSimulator:
                 }
                 await self._write(resp, b"data: " + _dumps(usage_chunk) + b"\n\n")
             await self._write(resp, b"data: [DONE]\n\n")
+            finished = True
         except (_Abort, ConnectionError):
             pass
+        finally:
+            with self._lock:
+                self._streams.append(StreamRecord(request.path, sent, len(words), finished))
         return resp
 
     async def _completions(self, request: web.Request, payload: Any, behaviour: Behaviour) -> web.StreamResponse:
