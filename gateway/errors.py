@@ -7,7 +7,8 @@ OpenAI error shape ``{"error": {"message", "type", "param", "code"}}``::
     GatewayError                    500 api_error
     ├── ConfigError                 (start-up only: file, path inside it, reason)
     ├── InvalidRequest              400 invalid_request_error (param names the field)
-    │   └── PayloadTooLarge         413 invalid_request_error
+    │   ├── PayloadTooLarge         413 invalid_request_error
+    │   └── ClientDisconnected      499 invalid_request_error (the client went away)
     ├── AuthenticationFailed        401 authentication_error
     ├── PermissionDenied            403 permission_error
     │   └── PolicyDenied            403 permission_error, code policy_denied (+ reasons)
@@ -117,9 +118,13 @@ class PayloadTooLarge(InvalidRequest):
 
 
 class ClientDisconnected(InvalidRequest):
-    """The client went away before its request body arrived in full (nothing was sent
-    anywhere). 400 — no one reads it — and status ``client_disconnected`` in the record."""
+    """The client went away before its answer began: mid-body (nothing was sent anywhere), or
+    while the gateway waited for an upstream (the upstream call is cancelled). 499, nginx's
+    "client closed request" that Kong logs and LiteLLM's proxy raises — no one reads it —
+    and status ``client_disconnected`` in the record. (A stream left after its first byte
+    is recorded ``client_disconnected`` with the 200 it had begun.)"""
 
+    status = 499
     code = "client_disconnected"
     outcome = "client_disconnected"
 

@@ -8,6 +8,10 @@ client at once (a refusal is not a reason to try elsewhere). Each try is recorde
 
 Streams fall over only before the first chunk; after it, a failure ends the stream (the API
 layer sends a terminal error event and the record says ``partial``).
+
+A try that is cancelled (its client went away: gateway/disconnect.py) is recorded as an
+attempt with outcome ``cancelled``, its upstream stream closed, and the cancellation goes on
+up: no other deployment is tried.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ import random
 import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
+
+import anyio
 
 from adapters import Adapter, AdapterError, Target, UpstreamHTTPError
 from gateway.breaker import CircuitBreaker
@@ -173,6 +179,9 @@ class Executor:
                 self.breaker.failure(dep.id)
                 errors.append(exc)
                 continue
+            except asyncio.CancelledError:
+                ctx.attempts.append(Attempt(dep.id, "cancelled", (time.perf_counter() - started) * 1000))
+                raise
             ctx.attempts.append(Attempt(dep.id, "ok", (time.perf_counter() - started) * 1000, 200))
             self.breaker.success(dep.id)
             return dep, response
@@ -212,6 +221,11 @@ class Executor:
                 self.breaker.failure(dep.id)
                 errors.append(err)
                 continue
+            except asyncio.CancelledError:
+                ctx.attempts.append(Attempt(dep.id, "cancelled", (time.perf_counter() - started) * 1000))
+                with anyio.CancelScope(shield=True):
+                    await chunks.aclose()  # type: ignore[attr-defined]  # closes the upstream connection
+                raise
             self.breaker.success(dep.id)
             attempt = Attempt(dep.id, "streaming", (time.perf_counter() - started) * 1000, 200)
             ctx.attempts.append(attempt)

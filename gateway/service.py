@@ -7,6 +7,15 @@ record (write-ahead) → execute → settle (tokens, cost; limits settled) → r
 stream, or a GatewayError, and the request's audit record is written exactly once (inserted
 before egress, completed with the outcome; for streams, when the stream ends, fails or the
 client goes away). A request that fails after admission gets its reservation released.
+
+A client that goes away (seen through the API layer's :class:`~gateway.disconnect.ClientWatch`)
+while an upstream works for it — waiting for a non-stream answer, for a stream's first chunk,
+or mid-stream — has that upstream call cancelled (its connection closed: the provider stops
+generating, nothing more is paid for), like LiteLLM's proxy and Kong/nginx do. The record
+says ``client_disconnected``, the attempt ``cancelled``, and carries the tokens produced until
+then (estimated where no usage came; before any answer: the prompt, no completion), which is
+what limits and budgets are settled with. An answer complete before the hang-up was noticed
+is recorded as what it is (``ok``). Audit writes are never cancelled.
 """
 
 from __future__ import annotations
@@ -33,7 +42,9 @@ from gateway.classify import Classifier, SpanDetector, request_texts
 from gateway.classify.redact import Redaction, Restorer, redact_body
 from gateway.config import DeploymentConfig, GatewayConfig
 from gateway.context import DataLevel, RequestContext
+from gateway.disconnect import NO_WATCH, WATCH_AFTER_S, ClientWatch
 from gateway.errors import (
+    ClientDisconnected,
     GatewayError,
     InvalidRequest,
     NoHealthyDeployment,
@@ -132,12 +143,22 @@ class Gateway:
         """Run one chat completion request (non-stream or SSE) through the pipeline."""
         return await self.handle(ctx, raw, headers, CHAT)
 
-    async def handle(self, ctx: RequestContext, raw: bytes, headers: Mapping[str, str], dialect: Dialect) -> Outcome:
+    async def handle(
+        self,
+        ctx: RequestContext,
+        raw: bytes,
+        headers: Mapping[str, str],
+        dialect: Dialect,
+        watch: ClientWatch = NO_WATCH,
+    ) -> Outcome:
         """Run one request of any endpoint through the pipeline; ``dialect`` is the endpoint's
-        wire format (gateway/wire): it parses the body into a Call and renders the answer."""
+        wire format (gateway/wire): it parses the body into a Call and renders the answer.
+        ``watch`` sees the client go away: the upstream call is then cancelled and the outcome
+        is ClientDisconnected (499, recorded ``client_disconnected``); a returned stream's
+        relay is watched by whoever sends it (the API layer, with the same watch)."""
         self.telemetry.start_request(ctx, headers)
         try:
-            outcome = await self._run(ctx, raw, headers, dialect)
+            outcome = await self._run(ctx, raw, headers, dialect, watch)
         except GatewayError as exc:
             await self.limiter.release(ctx)
             return await self.fail(ctx, exc)
@@ -180,7 +201,9 @@ class Gateway:
         self._finish(ctx)
         return Outcome(ctx, error=error, headers=self.telemetry.response_headers(ctx))
 
-    async def _run(self, ctx: RequestContext, raw: bytes, headers: Mapping[str, str], dialect: Dialect) -> Outcome:
+    async def _run(
+        self, ctx: RequestContext, raw: bytes, headers: Mapping[str, str], dialect: Dialect, watch: ClientWatch
+    ) -> Outcome:
         with self.telemetry.stage(ctx, "authenticate"):
             ctx.principal = self.keyring.authenticate(headers.get("authorization"), headers.get("x-api-key"))
             require_role(ctx.principal, "app")
@@ -289,9 +312,15 @@ class Gateway:
         redactions: dict[str, Redaction] = {}
         prepare = self._redaction(decision.obligations, redactions)
         if request.stream:
-            start = await self.executor.open_stream(
-                ctx, planned, {**body, "stream_options": {"include_usage": True}}, prepare, request.operation
-            )
+            try:
+                # streams watch at once: the relay that follows needs the watcher anyway
+                with watch.upstream("while the gateway waited for the upstream's first chunk"):
+                    start = await self.executor.open_stream(
+                        ctx, planned, {**body, "stream_options": {"include_usage": True}}, prepare, request.operation
+                    )
+            except ClientDisconnected:
+                await self._abandoned(ctx, planned, redactions, est_input=est_input, body=body)
+                raise
             _choose(ctx, start.deployment)
             restorer = self._restorer(ctx, tenant.restore_redacted, redactions.get(start.deployment.id))
             events = self._relay(
@@ -309,7 +338,13 @@ class Gateway:
                 headers={"x-gateway-deployment": start.deployment.id, **headers_out},
             )
 
-        dep, response = await self.executor.complete(ctx, planned, body, prepare, request.operation)
+        try:
+            # no watcher task for an answer within WATCH_AFTER_S (the hot path)
+            with watch.upstream("while the gateway waited for the upstream's answer", after_s=WATCH_AFTER_S):
+                dep, response = await self.executor.complete(ctx, planned, body, prepare, request.operation)
+        except ClientDisconnected:
+            await self._abandoned(ctx, planned, redactions, est_input=est_input, body=body)
+            raise
         _choose(ctx, dep)
         restorer = self._restorer(ctx, tenant.restore_redacted, redactions.get(dep.id))
         if restorer is not None:
@@ -367,6 +402,32 @@ class Gateway:
             return None
         ctx.redacted = dict(redaction.counts)
         return Restorer(redaction.mapping) if restore and redaction.mapping else None
+
+    async def _abandoned(
+        self,
+        ctx: RequestContext,
+        planned: Sequence[DeploymentConfig],
+        redactions: Mapping[str, Redaction],
+        *,
+        est_input: int,
+        body: Mapping[str, Any],
+    ) -> None:
+        """Settle a request whose client went away while an upstream worked on it (the call
+        cancelled before any answer): the deployment is recorded as chosen — the prompt went
+        there, redacted as recorded — and charged the prompt's tokens (counted locally: no
+        usage came) and no completion. Nothing when no upstream call was made (the caller
+        releases the reservation then)."""
+        attempt = ctx.attempts[-1] if ctx.attempts else None
+        dep = next((d for d in planned if attempt is not None and d.id == attempt.deployment), None)
+        if attempt is None or attempt.outcome != "cancelled" or dep is None:
+            return
+        _choose(ctx, dep)
+        self._restorer(ctx, False, redactions.get(dep.id))  # records what was redacted
+        self._settle(ctx, dep, None, est_input=est_input, completion_text="", body=body)
+        ctx.completion_tokens = 0  # the estimator counts at least one token for any text
+        ctx.cost_usd = estimated_cost_usd(dep, input_tokens=ctx.prompt_tokens or 0, output_tokens=0)
+        with anyio.CancelScope(shield=True):
+            await self.limiter.settle(ctx)
 
     def _settle(
         self,

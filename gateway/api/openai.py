@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator, Mapping
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.requests import ClientDisconnect
@@ -13,6 +15,7 @@ from adapters import json_safe
 from gateway.api.deps import GatewayDep
 from gateway.api.errors import error_response
 from gateway.context import RequestContext
+from gateway.disconnect import NO_WATCH, ClientWatch
 from gateway.errors import ClientDisconnected, GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
 from gateway.service import Gateway, Outcome
 from gateway.wire import Dialect
@@ -20,7 +23,7 @@ from gateway.wire.anthropic import MESSAGES
 from gateway.wire.openai import CHAT, COMPLETIONS, EMBEDDINGS
 from gateway.wire.responses import RESPONSES
 
-__all__ = ["MODEL_ROUTES", "ModelRoutes", "fallback_router", "read_body", "router"]
+__all__ = ["MODEL_ROUTES", "EventStream", "ModelRoutes", "fallback_router", "read_body", "router"]
 
 log = logging.getLogger("gateway")
 
@@ -51,9 +54,43 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def render(outcome: Outcome, dialect: Dialect = CHAT) -> Response:
+class EventStream(StreamingResponse):
+    """The SSE response of a pipeline stream, sent while ``watch`` watches the client.
+
+    Starlette's StreamingResponse would notice a hang-up only when its own ``receive()``
+    listener got a turn of the event loop, which a relay of already-buffered upstream chunks
+    need never give it (uvicorn's ``send`` returns at once, even to a gone client): streams
+    were drained to the end and recorded ``ok``. Here the relay runs in the watch's region,
+    with a checkpoint after each chunk, so a hang-up cancels it within a chunk or two; the
+    stream (and through it the pipeline's relay, which records the outcome) is always
+    closed, whatever happens."""
+
+    def __init__(self, content: AsyncIterator[bytes], watch: ClientWatch, headers: Mapping[str, str]) -> None:
+        super().__init__(content, media_type="text/event-stream", headers=headers)
+        self._events = content
+        self._watch = watch
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Send the stream; a client that goes away ends it (recorded by the relay)."""
+        try:
+            with self._watch.relay("during the stream"):
+                await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+                async for chunk in self._events:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    await anyio.lowlevel.checkpoint()  # the watcher's turn
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except (ClientDisconnected, OSError):  # OSError: send on ASGI spec 2.4 servers
+            pass
+        finally:
+            self._watch.close()
+            with anyio.CancelScope(shield=True):
+                await self._events.aclose()  # type: ignore[attr-defined]  # an async generator
+
+
+def render(outcome: Outcome, dialect: Dialect = CHAT, watch: ClientWatch = NO_WATCH) -> Response:
     """HTTP response for a pipeline outcome; every response carries ``x-request-id``. Errors
-    are in the endpoint's dialect (OpenAI shape; Anthropic shape on /v1/messages)."""
+    are in the endpoint's dialect (OpenAI shape; Anthropic shape on /v1/messages). A stream
+    is sent while ``watch`` watches the client (:class:`EventStream`)."""
     headers = {"x-request-id": outcome.ctx.request_id, **outcome.headers}
     if outcome.error is not None:
         if dialect is CHAT:
@@ -61,10 +98,8 @@ def render(outcome: Outcome, dialect: Dialect = CHAT) -> Response:
         error = outcome.error
         return JSONResponse(dialect.error_body(error), status_code=error.status, headers={**error.headers(), **headers})
     if outcome.stream is not None:
-        return StreamingResponse(
-            outcome.stream,
-            media_type="text/event-stream",
-            headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
+        return EventStream(
+            outcome.stream, watch, headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
         )
     try:
         return JSONResponse(outcome.response, headers=headers)
@@ -73,18 +108,29 @@ def render(outcome: Outcome, dialect: Dialect = CHAT) -> Response:
 
 
 async def _serve(request: Request, gateway: Gateway, dialect: Dialect) -> Response:
-    """Read the body and run it through the pipeline in ``dialect``; one audit record."""
+    """Read the body and run it through the pipeline in ``dialect``; one audit record.
+
+    From then on the client is watched (:class:`~gateway.disconnect.ClientWatch` on the
+    request's ``receive``): one that goes away while an upstream works for it — a non-stream
+    answer, a stream's first chunk, or mid-stream — has the upstream call cancelled and is
+    recorded ``client_disconnected`` (gateway/service.py). The watch ends with the response
+    (a stream's: when :class:`EventStream` is done)."""
     ctx = RequestContext(endpoint=dialect.endpoint)
     try:
         raw = await read_body(request, gateway.config.server.max_body_bytes)
     except GatewayError as exc:
         return render(await gateway.fail(ctx, exc), dialect)
+    watch = ClientWatch(request.receive)
+    outcome: Outcome | None = None
     try:
-        outcome = await gateway.handle(ctx, raw, _pipeline_headers(request), dialect)
+        outcome = await gateway.handle(ctx, raw, _pipeline_headers(request), dialect, watch)
     except Exception as exc:  # a bug in the pipeline: answered and recorded like any failure
         log.error("unhandled error in %s", ctx.endpoint, exc_info=exc)
         outcome = await gateway.fail(ctx, GatewayError("internal error"))
-    return render(outcome, dialect)
+    finally:
+        if outcome is None or outcome.stream is None:
+            watch.close()
+    return render(outcome, dialect, watch)
 
 
 @router.post("/v1/chat/completions")
