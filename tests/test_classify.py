@@ -458,7 +458,21 @@ def test_request_texts_scans_keys_of_escaped_arguments() -> None:
 def test_request_texts_reads_numbers_as_their_json_text(value: Any, text: str) -> None:
     assert request_texts({"metadata": {"c": value}}) == ["metadata", "c", text]
     assert json.dumps(value) == text  # what the provider receives
-    assert request_texts({"a": True, "b": None}) == ["a", "b"]
+    assert request_texts({"stream": True, "user": None}) == ["stream", "user"]
+
+
+def test_request_texts_skips_only_fields_no_endpoint_forwards() -> None:
+    """The wire formats drop (or refuse) fields not in their lists: such a field never leaves,
+    so it does not raise the level; every field some endpoint forwards is read."""
+    from gateway.classify.walk import forwarded_fields
+    from gateway.wire.anthropic import MESSAGES_PARAMS
+    from gateway.wire.responses import RESPONSES_PARAMS
+
+    assert request_texts({"note": _EMAIL, "frobnicate": {_EMAIL: 1}, "user": "u"}) == ["user", "u"]
+    assert {"service_tier", "verbosity", "audio", "modalities", "seed", "thinking", "reasoning"} <= forwarded_fields()
+    assert (MESSAGES_PARAMS | RESPONSES_PARAMS).issubset(forwarded_fields())
+    c = Classifier.with_builtin().classify({"note": _EMAIL}, declared=None, floor=DataLevel.PUBLIC)
+    assert c.labels == ()
 
 
 @pytest.mark.parametrize("depth", [31, 32, 40, 5000])

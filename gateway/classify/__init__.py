@@ -7,9 +7,10 @@ detects or the tenant's floor (DESIGN.md invariant 2). Content detectors plug in
 and :class:`Classifier` maps labels to a level. A detector that raises makes the request
 ``restricted`` (fail closed) and the error is kept for the audit record.
 
-What the detectors read is every string of the request body — every key and value at any
-depth, numbers as their JSON text — except binary payloads and token-id prompts
-(:mod:`gateway.classify.walk`); a body the walk cannot read is restricted too.
+What the detectors read is every string of every field of the request body that some
+endpoint forwards — every key and value at any depth, numbers as their JSON text — except
+binary payloads and token-id prompts (:mod:`gateway.classify.walk`); a body the walk cannot
+read is restricted too.
 
 The default engine is :class:`~gateway.classify.builtin.BuiltinDetector` (validated patterns,
 in process, no network). Engines that can also say *where* they found something implement
@@ -24,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from gateway.classify.builtin import LABELS, BuiltinDetector, Finding
-from gateway.classify.walk import collect, request_texts
+from gateway.classify.walk import collect, forwarded_fields, request_texts
 from gateway.context import Classification, DataLevel
 
 if TYPE_CHECKING:
@@ -122,7 +123,7 @@ class Classifier:
         joined: list[str] = []
         if self._detectors:
             try:
-                collect(body, texts, joined=joined)
+                collect(body, texts, joined=joined, fields=forwarded_fields())
             except Exception as exc:  # a body the walker cannot read fails closed too
                 texts, joined = [], []
                 detector_error = f"request_texts: {type(exc).__name__}"

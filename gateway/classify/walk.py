@@ -20,6 +20,13 @@ positives:
   lists of token ids (non-negative ints below :data:`TOKEN_ID_LIMIT`, more than any vocabulary
   holds); a list with a larger number is scanned number by number.
 
+Top-level fields that no endpoint forwards are not read (:func:`forwarded_fields`): the wire
+formats keep only the fields in their own lists and drop (or, with ``server.unknown_params:
+reject``, refuse) the rest, so such a field never leaves the gateway and must not raise the
+level of a request. The set *is* the wire formats' lists — the same ones that decide what is
+forwarded — so every forwarded field is read by construction; redaction, which works on the
+body as it will be sent, reads every field.
+
 Identifiers (tool-call ids, ``tool_call_id``, ``call_id``, tool names, ``status``, ``type``…) are
 scanned too: a provider receives them like any other string. A random id may, rarely, look like
 a value a detector validates (a phone number in a digit run); that raises the level — the
@@ -36,8 +43,10 @@ walk also returns, separately, the join of every list that holds two or more ``t
 
 from __future__ import annotations
 
+import functools
 import json
 import re
+from collections.abc import Collection
 from typing import Any, Final, NamedTuple
 
 __all__ = [
@@ -50,6 +59,7 @@ __all__ = [
     "SubDocument",
     "Where",
     "collect",
+    "forwarded_fields",
     "is_base64_blob",
     "request_texts",
 ]
@@ -124,17 +134,29 @@ def _token_ids(value: Any) -> bool:
     return all(isinstance(x, list) and x and all(type(t) is int and 0 <= t < TOKEN_ID_LIMIT for t in x) for x in value)
 
 
+@functools.cache
+def forwarded_fields() -> frozenset[str]:
+    """Every top-level request field some endpoint forwards: the union of the wire formats'
+    known fields (chat, completions, embeddings, Responses, Anthropic Messages)."""
+    from gateway.wire.anthropic import MESSAGES_PARAMS
+    from gateway.wire.openai import CHAT_PARAMS, COMPLETIONS_PARAMS, EMBEDDINGS_PARAMS
+    from gateway.wire.responses import RESPONSES_PARAMS
+
+    return CHAT_PARAMS | COMPLETIONS_PARAMS | EMBEDDINGS_PARAMS | RESPONSES_PARAMS | MESSAGES_PARAMS
+
+
 def collect(
     body: Any,
     texts: list[str],
     where: list[Where] | None = None,
     subdocs: list[SubDocument] | None = None,
     joined: list[str] | None = None,
+    fields: Collection[str] | None = None,
 ) -> None:
     """Append every scanned text of ``body`` to ``texts`` in document order (a key before its
     value), with its :class:`Where` to ``where`` and each decoded tool-call arguments string to
     ``subdocs`` when given (redaction), and the joins of text-part lists to ``joined`` when
-    given (classification).
+    given (classification). ``fields``: read only these top-level fields (None: all).
 
     Iterative (a stack of item iterators), so any depth the JSON parser accepts is walked.
     Raises TypeError for a value JSON cannot hold (the caller fails closed)."""
@@ -149,11 +171,14 @@ def collect(
         items, container, doc, list_key, is_dict = frames[-1]
         for slot, value in items:
             if is_dict:
+                top = container is body
+                if top and fields is not None and slot not in fields:
+                    continue  # a field no endpoint forwards: neither its name nor its value
                 texts.append(slot)
                 if record:
                     where.append(Where(container, slot, KEY, doc))  # type: ignore[union-attr]
                 key = slot
-                if container is body and slot in _TOKEN_KEYS and _token_ids(value):
+                if top and slot in _TOKEN_KEYS and _token_ids(value):
                     continue
             else:
                 key = list_key
@@ -211,9 +236,10 @@ def collect(
 
 def request_texts(body: Any) -> list[str]:
     """Every string of a request body the detectors read, in document order: every key and
-    every value at any depth (numbers as their JSON text), on every endpoint's wire format.
-    Skips only binary payloads and token-id prompts (see the module docstring). The joins of
-    text parts that wire formats send as one string are not included (:func:`collect`)."""
+    every value at any depth (numbers as their JSON text) of every field some endpoint
+    forwards (:func:`forwarded_fields`), on every endpoint's wire format. Skips only binary
+    payloads and token-id prompts (see the module docstring). The joins of text parts that
+    wire formats send as one string are not included (:func:`collect`)."""
     out: list[str] = []
-    collect(body, out)
+    collect(body, out, fields=forwarded_fields())
     return out
