@@ -38,8 +38,9 @@ from gateway.audit.digest import Digester
 from gateway.audit.ledger import canonical
 from gateway.audit.store import AuditStore
 from gateway.auth import KeyRing, require_role
-from gateway.classify import Classifier, SpanDetector, request_texts
+from gateway.classify import Classifier, SpanDetector
 from gateway.classify.redact import Redaction, Restorer, redact_body
+from gateway.classify.walk import text_chars
 from gateway.config import DeploymentConfig, GatewayConfig
 from gateway.context import DataLevel, RequestContext
 from gateway.disconnect import NO_WATCH, WATCH_AFTER_S, ClientWatch
@@ -236,8 +237,7 @@ class Gateway:
         with self.telemetry.stage(ctx, "classify"):
             ctx.classification = self.classifier.classify(data, declared=declared, floor=tenant.floor)
 
-        texts = request_texts(data)
-        est_input = estimate_tokens(max(request.input_chars, sum(len(t) for t in texts)), request.input_items)
+        est_input = estimate_tokens(max(request.input_chars, text_chars(data)), request.input_items)
         max_output = DEFAULT_MAX_OUTPUT_TOKENS if request.max_output_tokens is None else request.max_output_tokens
         # the most completion tokens an upstream may report for this request (None: uncapped)
         cap = None if request.max_output_tokens is None else request.max_output_tokens * request.choices

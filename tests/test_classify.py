@@ -562,3 +562,16 @@ def test_short_ascii_fast_path_agrees_with_the_full_scan() -> None:
     assert skipped > 5_000
     for text in ("a::1", "1.2.3.4", "a@b.co", "fe80::1"):
         assert not _nothing_to_find(text) and DETECTOR.scan(text), text
+
+
+def test_text_chars_counts_the_text_a_model_reads_not_keys_flags_or_structure() -> None:
+    """Token estimates (limits, context window) come from text_chars: the same prompt costs
+    the same streamed or not, and keys, numbers, roles and ids are not text."""
+    from gateway.classify.walk import text_chars
+
+    plain = {"model": "auto", "messages": [{"role": "user", "content": "x" * 40}], "max_tokens": 96}
+    streamed = {**plain, "stream": True, "stream_options": {"include_usage": True}}
+    assert text_chars(plain) == text_chars(streamed) == 40
+    tools = {**plain, "tools": [{"type": "function", "function": {"name": "lookup", "description": "d" * 10}}]}
+    assert text_chars(tools) == 40 + len("lookup") + 10
+    assert text_chars({"note": "not forwarded", "prompt": "abc"}) == 3

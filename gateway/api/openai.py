@@ -58,12 +58,14 @@ class EventStream(StreamingResponse):
     """The SSE response of a pipeline stream, sent while ``watch`` watches the client.
 
     Starlette's StreamingResponse would notice a hang-up only when its own ``receive()``
-    listener got a turn of the event loop, which a relay of already-buffered upstream chunks
-    need never give it (uvicorn's ``send`` returns at once, even to a gone client): streams
-    were drained to the end and recorded ``ok``. Here the relay runs in the watch's region,
-    with a checkpoint after each chunk, so a hang-up cancels it within a chunk or two; the
-    stream (and through it the pipeline's relay, which records the outcome) is always
-    closed, whatever happens."""
+    listener got a turn of the event loop (uvicorn's ``send`` returns at once, even to a gone
+    client): streams were drained to the end and recorded ``ok``. Here the relay runs in the
+    watch's region, so a hang-up cancels it at the relay's next wait for the upstream. Chunks
+    the upstream already delivered are relayed without a pause between them: a turn of the
+    loop there would let aiohttp see an upstream that closed after sending them and discard
+    them unread (streaming.yaml stream-cut-mid-answer: the client gets what was delivered),
+    and they are produced and paid for already. The stream (and through it the pipeline's
+    relay, which records the outcome) is always closed, whatever happens."""
 
     def __init__(self, content: AsyncIterator[bytes], watch: ClientWatch, headers: Mapping[str, str]) -> None:
         super().__init__(content, media_type="text/event-stream", headers=headers)
@@ -77,7 +79,6 @@ class EventStream(StreamingResponse):
                 await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
                 async for chunk in self._events:
                     await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                    await anyio.lowlevel.checkpoint()  # the watcher's turn
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
         except (ClientDisconnected, OSError):  # OSError: send on ASGI spec 2.4 servers
             pass

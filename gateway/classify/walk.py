@@ -62,6 +62,7 @@ __all__ = [
     "forwarded_fields",
     "is_base64_blob",
     "request_texts",
+    "text_chars",
 ]
 
 BINARY_KEYS: Final = frozenset({"data", "file_data", "signature", "encrypted_content"})
@@ -232,6 +233,37 @@ def collect(
                 raise TypeError(f"not a JSON value: {type(value).__name__}")
         else:
             frames.pop()
+
+
+_STRUCTURE_KEYS: Final = frozenset(
+    {"role", "type", "id", "tool_call_id", "call_id", "tool_use_id", "object", "status", "detail", "format",
+     "media_type", "mime_type", "cache_control"}
+)  # fmt: skip
+"""Keys whose string values are structure (enums, ids), priced in the per-message overhead of
+:func:`gateway.service.estimate_tokens` rather than counted as text."""
+
+
+def text_chars(body: Any) -> int:
+    """Characters of text a model reads in a request body, for token estimates (limits, the
+    context-window check, usage when an upstream reports none): the string *values* at any
+    depth of the forwarded fields (:func:`forwarded_fields`) other than ``model``, except
+    structure values (:data:`_STRUCTURE_KEYS`: roles, types, ids) — not keys, numbers or flags,
+    so ``stream: true`` and ``stream_options`` leave the estimate as it is and the same prompt
+    costs the same streamed or not. Binary payloads count like text."""
+    if not isinstance(body, dict):
+        return 0
+    fields = forwarded_fields()
+    stack: list[Any] = [v for k, v in body.items() if k in fields and k != "model"]
+    total = 0
+    while stack:
+        value = stack.pop()
+        if isinstance(value, str):
+            total += len(value)
+        elif isinstance(value, dict):
+            stack.extend(v for k, v in value.items() if k not in _STRUCTURE_KEYS)
+        elif isinstance(value, list):
+            stack.extend(value)
+    return total
 
 
 def request_texts(body: Any) -> list[str]:
