@@ -589,8 +589,11 @@ def _restore_response(response: dict[str, Any], restorer: Restorer) -> None:
             message["content"] = restorer.text(message["content"])
         for call in message.get("tool_calls") or []:
             function = call.get("function") if isinstance(call, dict) else None
-            if isinstance(function, dict) and isinstance(function.get("arguments"), str):
-                function["arguments"] = restorer.text(function["arguments"])
+            if isinstance(function, dict):
+                if isinstance(function.get("arguments"), str):
+                    function["arguments"] = restorer.json_text(function["arguments"])
+                if isinstance(function.get("name"), str):
+                    function["name"] = restorer.text(function["name"])
 
 
 def _restored_chunks(chunk: dict[str, Any], restorer: Restorer) -> list[dict[str, Any]]:
@@ -607,12 +610,32 @@ def _restored_chunks(chunk: dict[str, Any], restorer: Restorer) -> list[dict[str
             delta = dict(choice.get("delta") or {})
             if isinstance(delta.get("content"), str):
                 delta["content"] = restorer.feed(delta["content"])
+            if isinstance(delta.get("tool_calls"), list):
+                delta["tool_calls"] = [_restored_call(choice.get("index", 0), c, restorer) for c in delta["tool_calls"]]
             choice["delta"] = delta
-        if choice.get("finish_reason") and (tail := restorer.flush()):
-            out.append({**chunk, "choices": [{"index": choice.get("index", 0), **_text_delta(chunk, tail)}]})
+        if choice.get("finish_reason"):
+            if tail := restorer.flush():
+                out.append({**chunk, "choices": [{"index": choice.get("index", 0), **_text_delta(chunk, tail)}]})
+            for (index, call_index), args in restorer.flush_json().items():
+                call = {"index": call_index, "function": {"arguments": args}}
+                out.append({**chunk, "choices": [{"index": index, "delta": {"tool_calls": [call]}}]})
         choices.append(choice)
     out.append({**chunk, "choices": choices} if "choices" in chunk else chunk)
     return out
+
+
+def _restored_call(choice_index: int, call: Any, restorer: Restorer) -> Any:
+    """A streamed tool-call delta with its name and arguments fragment restored (arguments
+    JSON-escaped, a possible placeholder start held back per tool call)."""
+    function = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(function, dict):
+        return call
+    function = dict(function)
+    if isinstance(function.get("arguments"), str):
+        function["arguments"] = restorer.feed_json((choice_index, call.get("index", 0)), function["arguments"])
+    if isinstance(function.get("name"), str):
+        function["name"] = restorer.text(function["name"])
+    return {**call, "function": function}
 
 
 def _text_delta(chunk: Mapping[str, Any], text: str) -> dict[str, Any]:

@@ -302,3 +302,56 @@ def test_redact_body_keeps_binary_payloads_and_token_ids() -> None:
         {"type": "input_audio", "input_audio": {"data": audio, "format": "wav"}}]}]}  # fmt: skip
     sent, redaction = redact_body(body, BuiltinDetector(), REDACTED_LABELS)
     assert sent == body and not redaction.mapping
+
+
+PEM_LIKE = '-----BEGIN KEY-----\nab"c\\d\n-----END KEY-----'
+
+
+def test_restored_tool_call_arguments_stay_valid_json() -> None:
+    """A restored value is JSON-escaped inside tool-call arguments (a PEM key's newlines, a
+    quote, a backslash), non-stream and streamed with the placeholder split across deltas."""
+    from gateway.classify.redact import Restorer
+    from gateway.service import _restore_response, _restored_chunks
+
+    mapping = {"[SECRET_1]": PEM_LIKE, "[EMAIL_1]": EMAIL}
+    response = {"choices": [{"index": 0, "message": {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "c1", "type": "function", "function": {"name": "f", "arguments": '{"k": "[SECRET_1]", "[EMAIL_1]": 1}'}},
+    ]}}]}  # fmt: skip
+    _restore_response(response, Restorer(mapping))
+    args = response["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]
+    assert json.loads(args) == {"k": PEM_LIKE, EMAIL: 1}
+
+    restorer = Restorer(mapping)
+    fragments = ['{"k": "[SEC', 'RET_1]", "[EM', 'AIL_1]": 1}']
+    chunks = [
+        {
+            "object": "chat.completion.chunk",
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {
+                        "tool_calls": [
+                            {"index": 0, "id": "c1", "type": "function", "function": {"name": "f", "arguments": ""}}
+                        ]
+                    },
+                }
+            ],
+        }
+    ]
+    chunks += [
+        {
+            "object": "chat.completion.chunk",
+            "choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": f}}]}}],
+        }
+        for f in fragments
+    ]
+    chunks.append({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})  # noqa: E501  # fmt: skip
+    relayed = [out for c in chunks for out in _restored_chunks(c, restorer)]
+    text = "".join(
+        call["function"].get("arguments", "")
+        for c in relayed
+        for ch in c["choices"]
+        for call in ch.get("delta", {}).get("tool_calls") or []
+    )
+    assert json.loads(text) == {"k": PEM_LIKE, EMAIL: 1}
+    assert relayed[-1]["choices"][0]["finish_reason"] == "tool_calls"

@@ -171,27 +171,51 @@ def redact_body(
 
 class Restorer:
     """Puts the original values back into the answer. For streams, :meth:`feed` holds back a
-    tail that could be the start of a placeholder split across chunks; :meth:`flush` at the end."""
+    tail that could be the start of a placeholder split across chunks; :meth:`flush` at the end.
+
+    Tool-call arguments are JSON text: :meth:`json_text` / :meth:`feed_json` put each value
+    back JSON-escaped (a value holding ``"``, ``\\`` or a newline, such as a PEM key, keeps the
+    arguments valid JSON), with one held-back tail per tool call (``key``) in a stream."""
 
     def __init__(self, mapping: Mapping[str, str]) -> None:
         self._mapping = dict(mapping)
+        self._escaped = {k: json.dumps(v, ensure_ascii=False)[1:-1] for k, v in mapping.items()}
         self._pending = ""
+        self._pending_json: dict[Any, str] = {}
 
     def text(self, text: str) -> str:
         """Restore every complete placeholder in ``text``."""
         return _PLACEHOLDER.sub(lambda m: self._mapping.get(m.group(0), m.group(0)), text)
 
-    def feed(self, chunk: str) -> str:
-        """Restored text that is safe to emit now (may be shorter than the input)."""
-        data = self._pending + chunk
+    def json_text(self, text: str) -> str:
+        """Restore every complete placeholder in ``text``, a JSON document, JSON-escaped."""
+        return _PLACEHOLDER.sub(lambda m: self._escaped.get(m.group(0), m.group(0)), text)
+
+    @staticmethod
+    def _hold(data: str) -> tuple[str, str]:
+        """(what can be emitted now, the tail that may start a placeholder)."""
         cut = data.rfind("[")
         if cut != -1 and "]" not in data[cut:] and len(data) - cut <= _LONGEST_PLACEHOLDER:
-            self._pending, data = data[cut:], data[:cut]
-        else:
-            self._pending = ""
+            return data[:cut], data[cut:]
+        return data, ""
+
+    def feed(self, chunk: str) -> str:
+        """Restored text that is safe to emit now (may be shorter than the input)."""
+        data, self._pending = self._hold(self._pending + chunk)
         return self.text(data)
 
     def flush(self) -> str:
         """Whatever was held back, restored."""
         data, self._pending = self._pending, ""
         return self.text(data)
+
+    def feed_json(self, key: Any, chunk: str) -> str:
+        """Like :meth:`feed` for the JSON text of one tool call's arguments (``key`` names it)."""
+        data, self._pending_json[key] = self._hold(self._pending_json.get(key, "") + chunk)
+        return self.json_text(data)
+
+    def flush_json(self) -> dict[Any, str]:
+        """Every tool call's held-back arguments text, restored: ``{key: text}`` (non-empty)."""
+        out = {key: self.json_text(data) for key, data in self._pending_json.items() if data}
+        self._pending_json.clear()
+        return out
