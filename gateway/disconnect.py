@@ -28,7 +28,7 @@ import anyio
 
 from gateway.errors import ClientDisconnected
 
-__all__ = ["NO_WATCH", "WATCH_AFTER_S", "ClientWatch"]
+__all__ = ["WATCH_AFTER_S", "ClientWatch"]
 
 WATCH_AFTER_S = 0.1
 """A non-stream request starts watching for a hang-up after this many seconds of waiting on
@@ -42,8 +42,8 @@ class ClientWatch:
 
     ``gone``: the client has disconnected (set by the watcher task). Use :meth:`upstream`
     or :meth:`relay` around a wait (one region at a time); :meth:`close` when the response
-    is done. With ``receive=None`` (:data:`NO_WATCH`, direct pipeline calls in tests)
-    nothing is watched.
+    is done. With ``receive=None`` (direct pipeline calls without an HTTP client, as in
+    tests) nothing is watched.
     """
 
     __slots__ = (
@@ -159,7 +159,3 @@ class ClientWatch:
         if self._task is not None:
             self._task.cancel()
         self._receive = None
-
-
-NO_WATCH = ClientWatch(None)
-"""A watch that never notices anything (pipeline calls without an HTTP client)."""

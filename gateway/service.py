@@ -43,7 +43,7 @@ from gateway.classify.redact import Redaction, Restorer, redact_body
 from gateway.classify.walk import text_chars
 from gateway.config import DeploymentConfig, GatewayConfig
 from gateway.context import DataLevel, RequestContext
-from gateway.disconnect import NO_WATCH, WATCH_AFTER_S, ClientWatch
+from gateway.disconnect import WATCH_AFTER_S, ClientWatch
 from gateway.errors import (
     ClientDisconnected,
     GatewayError,
@@ -150,13 +150,15 @@ class Gateway:
         raw: bytes,
         headers: Mapping[str, str],
         dialect: Dialect,
-        watch: ClientWatch = NO_WATCH,
+        watch: ClientWatch | None = None,
     ) -> Outcome:
         """Run one request of any endpoint through the pipeline; ``dialect`` is the endpoint's
         wire format (gateway/wire): it parses the body into a Call and renders the answer.
         ``watch`` sees the client go away: the upstream call is then cancelled and the outcome
         is ClientDisconnected (499, recorded ``client_disconnected``); a returned stream's
-        relay is watched by whoever sends it (the API layer, with the same watch)."""
+        relay is watched by whoever sends it (the API layer, with the same watch). Without a
+        ``watch`` (no HTTP client) nothing is watched."""
+        watch = watch or ClientWatch(None)
         self.telemetry.start_request(ctx, headers)
         try:
             outcome = await self._run(ctx, raw, headers, dialect, watch)

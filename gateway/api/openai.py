@@ -15,7 +15,7 @@ from adapters import json_safe
 from gateway.api.deps import GatewayDep
 from gateway.api.errors import error_response
 from gateway.context import RequestContext
-from gateway.disconnect import NO_WATCH, ClientWatch
+from gateway.disconnect import ClientWatch
 from gateway.errors import ClientDisconnected, GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
 from gateway.service import Gateway, Outcome
 from gateway.wire import Dialect
@@ -88,7 +88,7 @@ class EventStream(StreamingResponse):
                 await self._events.aclose()  # type: ignore[attr-defined]  # an async generator
 
 
-def render(outcome: Outcome, dialect: Dialect = CHAT, watch: ClientWatch = NO_WATCH) -> Response:
+def render(outcome: Outcome, dialect: Dialect = CHAT, watch: ClientWatch | None = None) -> Response:
     """HTTP response for a pipeline outcome; every response carries ``x-request-id``. Errors
     are in the endpoint's dialect (OpenAI shape; Anthropic shape on /v1/messages). A stream
     is sent while ``watch`` watches the client (:class:`EventStream`)."""
@@ -100,7 +100,9 @@ def render(outcome: Outcome, dialect: Dialect = CHAT, watch: ClientWatch = NO_WA
         return JSONResponse(dialect.error_body(error), status_code=error.status, headers={**error.headers(), **headers})
     if outcome.stream is not None:
         return EventStream(
-            outcome.stream, watch, headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"}
+            outcome.stream,
+            watch or ClientWatch(None),
+            headers={**headers, "cache-control": "no-cache", "x-accel-buffering": "no"},
         )
     try:
         return JSONResponse(outcome.response, headers=headers)
