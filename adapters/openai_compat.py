@@ -229,10 +229,13 @@ def http_error(body: str, status: int) -> UpstreamHTTPError:
     is the request's fault and becomes a 422 — not retried elsewhere, and not a failure that
     counts toward the deployment's breaker (five such requests would otherwise take it out
     for every client)."""
-    message = _message_of(body, status)
-    if status == 500 and _VALIDATION_500.match(message):
-        status = 422
-    return UpstreamHTTPError(message, status=status)
+    raw = _raw_message(body, status)
+    if status == 500 and _VALIDATION_500.match(raw):
+        # llama-cpp-python appends where it failed ('File ".../app.py", line 376, ...'): keep
+        # the report, drop the trace
+        trace = _TRACEBACK.search(raw)
+        return UpstreamHTTPError((raw[: trace.start()] if trace else raw).strip(), status=422)
+    return UpstreamHTTPError(_message_of(body, status), status=status)
 
 
 PROBE_FAILS = frozenset({401, 403})

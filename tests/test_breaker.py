@@ -69,12 +69,15 @@ def test_a_request_the_upstream_refuses_as_invalid_with_a_500_does_not_count_aga
     doc = make_config(sim_a_url=sim_a.base_url, sim_b_url=sim_b.base_url, llama_url=llama)
     doc["server"] |= {"breaker": {"failures": 2, "cooldown_s": 60}}
     gw = start_gateway(doc)
-    refusal = {"error": {"message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'x')}",
+    refusal = {"error": {"message": "1 validation error:\n  {'type': 'literal_error', 'loc': ('body', 'x')}\n\n"
+                                    '  File "/srv/venv/lib/python3.11/site-packages/llama_cpp/server/app.py", '
+                                    "line 376, in create_chat_completion\n    POST /v1/chat/completions",
                          "type": "internal_server_error", "param": None, "code": None}}  # fmt: skip
     sim_a.behave(status=500, body=refusal, times=3)
     for _ in range(3):
         r = gw.post(CHAT, json=REQ)
         assert r.status_code == 422 and "validation error" in r.json()["error"]["message"], r.text
+        assert "app.py" not in r.text  # the report without the server's trace
         rec = gw.record(r.headers["x-request-id"])
         assert [(a["deployment"], a["status"]) for a in rec["attempts"]] == [("ext-cheap", 422)]
     assert sim_b.requests == []

@@ -494,6 +494,10 @@ BAD_INPUT = [
         {"type": "function", "function": {"name": "f", "arguments": "{}"}}]}]}, "messages[0].tool_calls[0].id"),
     (CHAT, {"model": "auto", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": "x"}]}]},
      "messages[0].content[0].image_url"),
+    (CHAT, {**_CHAT_X, "response_format": {"type": "xml"}}, "response_format"),
+    (CHAT, {**_CHAT_X, "response_format": "json"}, "response_format"),
+    (CHAT, {**_CHAT_X, "response_format": {"type": "json_schema"}}, "response_format.json_schema"),
+    (CHAT, {"model": "auto", "messages": [{"role": "function", "content": "hi"}]}, "messages[0].name"),
 ]  # fmt: skip
 
 

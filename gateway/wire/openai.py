@@ -168,6 +168,9 @@ def _check_common(data: Mapping[str, Any], *, chat: bool) -> None:
         raise InvalidRequest("user: must be a string", param="user")
 
 
+_RESPONSE_FORMATS = ("text", "json_object", "json_schema")
+"""``response_format.type`` values (OpenAI API reference, "Create chat completion")."""
+
 _FUNCTION_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 
 
@@ -178,7 +181,9 @@ def _check_chat_structure(data: Mapping[str, Any]) -> None:
     ``_ . -`` and an object ``parameters`` if any); ``tool_choice`` ``none``/``auto``/
     ``required`` or an object (a ``function`` one naming the function); an assistant's
     ``tool_calls[]`` with a string ``id`` and, for a function call, string ``function.name``
-    and ``function.arguments``; an ``image_url`` content part's ``image_url.url`` a string."""
+    and ``function.arguments``; an ``image_url`` content part's ``image_url.url`` a string;
+    ``response_format`` an object of a known ``type`` (``json_schema`` with a named schema); a
+    ``function`` message with the function's ``name``."""
     tools = data.get("tools")
     if tools is not None:
         if not isinstance(tools, list):
@@ -198,7 +203,27 @@ def _check_chat_structure(data: Mapping[str, Any]) -> None:
         function = choice.get("function")
         if choice["type"] == "function" and not (isinstance(function, dict) and isinstance(function.get("name"), str)):
             raise InvalidRequest("tool_choice.function.name: must be a string", param="tool_choice.function.name")
+    response_format = data.get("response_format")
+    if response_format is not None:
+        if not isinstance(response_format, dict) or response_format.get("type") not in _RESPONSE_FORMATS:
+            raise InvalidRequest(
+                "response_format: must be an object whose type is text, json_object or json_schema",
+                param="response_format",
+            )
+        schema = response_format.get("json_schema")
+        if response_format["type"] == "json_schema" and not (
+            isinstance(schema, dict) and isinstance(schema.get("name"), str)
+        ):
+            raise InvalidRequest(
+                "response_format.json_schema: must be an object with a name (and a schema)",
+                param="response_format.json_schema",
+            )
     for i, message in enumerate(data.get("messages") or ()):
+        if message.get("role") == "function" and not isinstance(message.get("name"), str):
+            raise InvalidRequest(
+                f"messages[{i}].name: a function message needs the name of the function",
+                param=f"messages[{i}].name",
+            )
         calls = message.get("tool_calls")
         if calls is not None:
             if not isinstance(calls, list) or not calls:
