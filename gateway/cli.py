@@ -152,9 +152,14 @@ def up(
     ] = None,
 ) -> None:
     """Local demo stack: migrate SQLite, start the llama.cpp server with SmolLM2, serve."""
-    from gateway.localmodel import point_at_local_model, start_llama_server, wait_ready
+    from gateway.localmodel import ensure_port_free, point_at_local_model, start_llama_server, wait_ready
 
     cfg, model_port = point_at_local_model(_load(config), model_port)
+    try:  # before anything starts: the gateway's own port must be free too
+        ensure_port_free("127.0.0.1", port, holder="a gateway left running?", option="--port or GATEWAY_PORT")
+    except RuntimeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     migrate_database(_audit_url(cfg))
     log = Path(".gateway/llama-server.log")
     log.parent.mkdir(parents=True, exist_ok=True)

@@ -72,19 +72,25 @@ def start_llama_server(
     )
 
 
-def ensure_port_free(host: str, port: int) -> None:
-    """Raise RuntimeError (with what to do) if a socket is listening on ``host:port`` — a
-    server left by a killed run would answer in the model server's place. Connections of a
-    server that just stopped (TIME_WAIT) don't count: the probe binds with SO_REUSEADDR."""
+def ensure_port_free(
+    host: str,
+    port: int,
+    *,
+    holder: str = "a llama.cpp server left by an earlier run?",
+    option: str = "--model-port or GATEWAY_MODEL_PORT: the local model deployment follows it",
+) -> None:
+    """Raise RuntimeError (naming the likely ``holder`` and the ``option`` that picks another
+    port) if a socket is listening on ``host:port`` — a server left by a killed run would
+    answer in the new one's place. Connections of a server that just stopped (TIME_WAIT)
+    don't count: the probe binds with SO_REUSEADDR, as uvicorn and llama.cpp's server do."""
     with socket.socket() as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
             raise RuntimeError(
-                f"port {port} on {host} is already in use — a llama.cpp server left by an earlier run? "
-                f"(stop it, e.g. `fuser -k {port}/tcp`, or pick another port with --model-port or "
-                "GATEWAY_MODEL_PORT: the local model deployment follows it)"
+                f"port {port} on {host} is already in use — {holder} "
+                f"(stop it, e.g. `fuser -k {port}/tcp`, or pick another port with {option})"
             ) from exc
 
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -103,3 +104,22 @@ def test_the_local_model_deployment_follows_the_model_port(
     assert local.api_base == expected
     others = [d for d in pointed.deployments if d.model != SMOLLM2_ALIAS]
     assert others == [d for d in config.deployments if d.model != SMOLLM2_ALIAS]
+
+
+def test_gateway_up_refuses_a_taken_gateway_port_before_starting_anything(tmp_path: Path) -> None:
+    """`gateway up --port P` with P held used to start the model server, print the banner and
+    then die with uvicorn's raw 'address already in use'."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        model_port = free_port()
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway.cli", "up", "--config", str(ROOT / "gateway.yaml"),
+             "--port", str(port), "--model-port", str(model_port)],
+            cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"port {port} on 127.0.0.1 is already in use" in done.stderr and "GATEWAY_PORT" in done.stderr
+    assert "starting local model" not in done.stdout
+    ensure_port_free("127.0.0.1", model_port)  # no model server was started
