@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import time
 from typing import Any
 
 import pytest
@@ -543,3 +544,10 @@ def test_a_request_the_http_parser_refuses_gets_the_openai_error_shape(gateway: 
     assert b"content-type: application/json" in head.lower()
     error = json.loads(payload)["error"]
     assert error["type"] == "invalid_request_error" and error["code"] == "malformed_http"
+    if b"chunked" in raw:  # refused mid-body: the app was serving it, and records what the client got
+        gateway.sent += 1  # a request the app saw, sent past the counting client
+        deadline = time.monotonic() + 5
+        while not (newest := gateway.records(limit=1)) or newest[0]["endpoint"] != "chat.completions":
+            assert time.monotonic() < deadline, "no record"
+            time.sleep(0.05)
+        assert newest[0]["status"] == "invalid" and newest[0]["http_status"] == 400, newest[0]

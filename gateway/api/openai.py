@@ -14,9 +14,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from adapters import json_safe
 from gateway.api.deps import GatewayDep
 from gateway.api.errors import error_response
+from gateway.api.server import MALFORMED_HTTP_MESSAGE, MALFORMED_SCOPE_KEY
 from gateway.context import RequestContext
 from gateway.disconnect import ClientWatch
-from gateway.errors import ClientDisconnected, GatewayError, MethodNotAllowed, NotFound, PayloadTooLarge
+from gateway.errors import (
+    ClientDisconnected,
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    PayloadTooLarge,
+)
 from gateway.service import Gateway, Outcome
 from gateway.wire import Dialect
 from gateway.wire.anthropic import MESSAGES
@@ -35,7 +43,8 @@ fallback_router = APIRouter()
 
 async def read_body(request: Request, limit: int) -> bytes:
     """The request body, refusing more than ``limit`` bytes. Raises PayloadTooLarge (413), or
-    ClientDisconnected when the client goes away mid-body (so the request is still recorded)."""
+    ClientDisconnected when the client goes away mid-body (so the request is still recorded),
+    or InvalidRequest (``malformed_http``) when the parser refused the body's framing."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes", param="body")
@@ -48,6 +57,8 @@ async def read_body(request: Request, limit: int) -> bytes:
                 raise PayloadTooLarge(f"request body exceeds the limit of {limit} bytes", param="body")
             chunks.append(chunk)
     except ClientDisconnect:
+        if request.scope.get(MALFORMED_SCOPE_KEY):  # the parser refused the framing and answered 400
+            raise InvalidRequest(MALFORMED_HTTP_MESSAGE, param="body", code="malformed_http") from None
         raise ClientDisconnected(
             f"the client disconnected after {size} bytes of the request body", param="body"
         ) from None
