@@ -575,3 +575,18 @@ def test_text_chars_counts_the_text_a_model_reads_not_keys_flags_or_structure() 
     tools = {**plain, "tools": [{"type": "function", "function": {"name": "lookup", "description": "d" * 10}}]}
     assert text_chars(tools) == 40 + len("lookup") + 10
     assert text_chars({"note": "not forwarded", "prompt": "abc"}) == 3
+
+
+@pytest.mark.parametrize(
+    ("text", "card"),
+    [
+        ("x4111111111111111", True),  # glued to letters, as in an identifier
+        ("f4111111111111111y", True),
+        ("card4111111111111111", True),
+        ("a4111111111111111b2c3d4e5f6a7b8c9d0", False),  # a hex token (hash): its digit run is no card
+        ("sha 9f2c4111111111111111aa0b1c2d3e4f5a6b7c8d", False),
+        ("v4111111111111112", False),  # Luhn fails
+    ],
+)
+def test_a_card_number_glued_to_letters_is_found_outside_hex_tokens(text: str, card: bool) -> None:
+    assert ("pii.payment_card" in BuiltinDetector().detect([text])) is card

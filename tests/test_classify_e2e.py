@@ -221,6 +221,17 @@ UNSCANNED = [
         id="key-responses-text-format",
     ),
     pytest.param(CHAT, _chat(metadata={EMAIL: "x"}), ["pii.email"], id="key-chat-metadata"),
+    # a card number glued to letters, as identifiers glue them (second new-user trial)
+    pytest.param(
+        CHAT, _chat(messages=[{"role": "user", "content": "x" + CARD}]), ["pii.payment_card"], id="glued-chat-content"
+    ),
+    pytest.param(
+        CHAT,
+        _chat(tools=[{"type": "function", "function": {"name": "f" + CARD}}]),
+        ["pii.payment_card"],
+        id="glued-tool-name",
+    ),
+    pytest.param(CHAT, _chat(metadata={"x" + CARD: "1"}), ["pii.payment_card"], id="glued-metadata-key"),
     pytest.param(CHAT, _chat(logit_bias={CARD: 1}), ["pii.payment_card"], id="key-chat-logit-bias"),
     pytest.param(
         CHAT, _chat(messages=_tool_turn("call_1", _ESCAPED_ARGS)), ["pii.email"], id="key-chat-escaped-arguments"

@@ -328,6 +328,21 @@ class _Scan:
         return 0 <= index < self.size and self.cls[index] in _ALNUM
 
 
+_HEX: Final = frozenset("0123456789abcdefABCDEF")
+
+
+def _hex_token(sc: _Scan, start: int, end: int) -> bool:
+    """Whether the letters-and-digits token around ``[start, end)`` is hex text of 20 or more
+    characters (a hash, a UUID part, a key id): a digit run inside one is no card number."""
+    left, right = start, end
+    while left > 0 and sc.alnum_at(left - 1):
+        left -= 1
+    while sc.alnum_at(right):
+        right += 1
+    token = sc.folded[left:right]
+    return right - left >= 20 and all(c in _HEX for c in token)
+
+
 class BuiltinDetector:
     """Fast in-process detector for PII and credentials (the default engine).
 
@@ -635,9 +650,17 @@ class BuiltinDetector:
             if ident is not None:
                 return ident
 
-        # payment card (one grouping character throughout: spaces or dashes; line breaks allowed)
+        # payment card (one grouping character throughout: spaces or dashes; line breaks allowed);
+        # an ungrouped one also glued to letters, as in an identifier ("f4111111111111111"),
+        # unless the whole token is hex (a hash or UUID holding a digit run)
         card_seps = seps_plain - {"\n"}
-        if clean and 14 <= n <= 19 and len(card_seps) <= 1 and card_seps <= {" ", "-"} and v.card_ok(digits):
+        if (
+            (clean or (not seps and not _hex_token(sc, start, end)))
+            and 14 <= n <= 19
+            and len(card_seps) <= 1
+            and card_seps <= {" ", "-"}
+            and v.card_ok(digits)
+        ):
             return ("pii.payment_card", start, end)
 
         ident = self._national_id(sc, digits, sizes, seps, seps_plain, start, end, clean)
