@@ -590,3 +590,9 @@ def test_text_chars_counts_the_text_a_model_reads_not_keys_flags_or_structure() 
 )
 def test_a_card_number_glued_to_letters_is_found_outside_hex_tokens(text: str, card: bool) -> None:
     assert ("pii.payment_card" in BuiltinDetector().detect([text])) is card
+
+
+@pytest.mark.parametrize("text", ["xDE89370400440532013000", "DE89370400440532013000x", "fnGB82WEST12345698765432"])
+def test_an_iban_glued_to_letters_is_found(text: str) -> None:
+    """ISO 13616's checks (country, length, BBAN format, mod 97) need no word boundary."""
+    assert "pii.iban" in BuiltinDetector().detect([text])
