@@ -115,7 +115,10 @@ class Decision:
 
 @dataclass
 class Attempt:
-    """One upstream try: deployment id, outcome (``ok``/``error``/``partial``), latency ms."""
+    """One upstream try: deployment id; outcome ``ok``, ``error``, ``streaming`` (a stream
+    still being relayed), ``partial`` (a stream that broke after its first chunk) or
+    ``cancelled`` (the client went away); latency in ms; the upstream's HTTP status and an
+    error text when it failed."""
 
     deployment: str
     outcome: str
