@@ -194,8 +194,10 @@ def test_rapid_hang_ups_before_the_first_chunk_each_leave_one_client_disconnecte
 ) -> None:
     """The tester's repro, in small: many streams dropped at once while the upstream has not
     answered yet (it did answer in full for most of them: 31 of 40 were recorded ok)."""
+    sim_a.reset()  # streams of earlier tests off the simulator's list
     sim_a.behave(delay_s=1.5)
     before = _request_ids(gw)
+    sent_at = time.monotonic()
     socks = [_send(gw, _body(CHAT, stream=True)) for _ in range(12)]
     for n, sock in enumerate(socks):
         time.sleep(0.02 * (n % 4))
@@ -205,10 +207,11 @@ def test_rapid_hang_ups_before_the_first_chunk_each_leave_one_client_disconnecte
     assert sorted(r["status"] for r in records) == ["client_disconnected"] * len(socks)
     assert all(r["completion_tokens"] == 0 for r in records)
     assert sim_b.requests == []
-    deadline = time.monotonic() + 10
-    while len(sim_a.streams) < len(socks) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert [s.content_chunks for s in sim_a.streams] == [0] * len(socks)  # none was pulled
+    time.sleep(max(0.0, sent_at + 2.5 - time.monotonic()))  # past the upstream's delay
+    # None was pulled. A request whose client was gone before its upstream call was never sent
+    # (also client_disconnected): at most one stream per request reached the simulator.
+    assert len(sim_a.streams) <= len(socks)
+    assert [s.content_chunks for s in sim_a.streams] == [0] * len(sim_a.streams)
     sim_a.reset()
     _still_serves(gw)
 
