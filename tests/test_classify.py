@@ -504,7 +504,11 @@ DATA_TEXT = f"data: my card is 4111 1111 1111 1111 and my IBAN DE89 3704 0044 05
 )
 def test_request_texts_skips_only_base64_data_url_payloads(value: str, scanned: str | None) -> None:
     for body in ({"input": value}, {"messages": [{"role": "user", "content": [{"image_url": {"url": value}}]}]}):
-        assert request_texts(body)[-1] == (value if scanned is None else scanned)
+        texts = request_texts(body)
+        # the last text (a text data URL: the one before its decoded payload)
+        assert (value if scanned is None else scanned) in texts[-2:]
+        if scanned is not None and scanned != value:
+            assert value not in texts  # the payload was skipped
 
 
 @pytest.mark.parametrize(
@@ -596,3 +600,24 @@ def test_a_card_number_glued_to_letters_is_found_outside_hex_tokens(text: str, c
 def test_an_iban_glued_to_letters_is_found(text: str) -> None:
     """ISO 13616's checks (country, length, BBAN format, mod 97) need no word boundary."""
     assert "pii.iban" in BuiltinDetector().detect([text])
+
+
+def test_a_text_data_url_is_read_decoded_and_redacted_re_encoded() -> None:
+    """data:text/plain;base64 is a plain carrier of text (second new-user trial: an email in
+    one went out unread); a binary data URL's payload stays unread."""
+    import base64 as b64
+
+    from gateway.classify.redact import redact_body
+
+    payload = b64.b64encode(b"write to jane.roe@example.org today").decode()
+    url = "data:text/plain;charset=utf-8;base64," + payload
+    assert "jane.roe@example.org today" in " ".join(request_texts({"messages": [{"role": "user", "content": url}]}))
+    assert DETECTOR.detect(request_texts({"metadata": {"doc": url}})) == {"pii.email"}
+    body = {"messages": [{"role": "user", "content": url}]}
+    out, redaction = redact_body(body, DETECTOR, ["pii.email"])
+    sent = out["messages"][0]["content"]
+    assert sent.startswith("data:text/plain;charset=utf-8;base64,") and body["messages"][0]["content"] == url
+    assert b64.b64decode(sent.split(",", 1)[1]).decode() == "write to [EMAIL_1] today"
+    assert redaction.mapping == {"[EMAIL_1]": "jane.roe@example.org"}
+    png = "data:image/png;base64," + b64.b64encode(b"\x89PNG" + b"jane.roe@example.org" * 8).decode()
+    assert not any("jane" in t for t in request_texts({"messages": [{"role": "user", "content": png}]}))

@@ -5,6 +5,7 @@ receive nothing, and the audit record names the labels — never the values."""
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -232,6 +233,19 @@ UNSCANNED = [
         id="glued-tool-name",
     ),
     pytest.param(CHAT, _chat(metadata={"x" + CARD: "1"}), ["pii.payment_card"], id="glued-metadata-key"),
+    pytest.param(
+        CHAT,
+        _chat(
+            messages=[
+                {
+                    "role": "user",
+                    "content": "data:text/plain;base64," + base64.b64encode(("mail " + EMAIL).encode()).decode(),
+                }
+            ]
+        ),
+        ["pii.email"],
+        id="text-data-url",
+    ),
     pytest.param(CHAT, _chat(logit_bias={CARD: 1}), ["pii.payment_card"], id="key-chat-logit-bias"),
     pytest.param(
         CHAT, _chat(messages=_tool_turn("call_1", _ESCAPED_ARGS)), ["pii.email"], id="key-chat-escaped-arguments"

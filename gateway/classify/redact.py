@@ -7,6 +7,7 @@ gateway, so the answer can be restored for the client (:class:`Restorer`, stream
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections import Counter
@@ -14,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.classify import SpanDetector
-from gateway.classify.walk import KEY, PREFIX, SubDocument, Where, collect
+from gateway.classify.walk import DATA, KEY, PREFIX, SubDocument, Where, collect
 
 __all__ = ["Redaction", "Restorer", "placeholder_type", "redact_body"]
 
@@ -119,8 +120,9 @@ def redact_body(
     their ids, tools and schemas, ``metadata``, ``logit_bias`` keys… Only detected spans change:
 
     * a number whose JSON text holds a span becomes the redacted text (a string);
-    * a data URL's header may change, never its base64 payload (binary payloads and token-id
-      prompts are not read, as in classification);
+    * a text data URL's (``data:text/plain;base64,…``) payload is redacted decoded and
+      re-encoded; a binary data URL's header may change, never its base64 payload (binary
+      payloads and token-id prompts are not read, as in classification);
     * a key is renamed in place (order kept); a redacted key that would collide with another
       key of its object raises ValueError (the caller sends nothing);
     * tool-call ``arguments`` that hold escapes are redacted decoded and re-encoded as JSON
@@ -151,6 +153,10 @@ def redact_body(
             renames.setdefault(id(at.container), (at.container, {}))[1][at.slot] = new
         elif at.kind == PREFIX:
             at.container[at.slot] = new + at.container[at.slot][len(text) :]
+        elif at.kind == DATA:  # a text data URL's payload: re-encoded after its (maybe redacted) header
+            url = at.container[at.slot]
+            cut = url.lower().index(";base64,") + len(";base64,")
+            at.container[at.slot] = url[:cut] + base64.b64encode(new.encode("utf-8")).decode("ascii")
         else:
             at.container[at.slot] = new
     for container, renamed in renames.values():  # after the values: their slots are the old keys

@@ -10,7 +10,9 @@ Skipped, because they are not text a person wrote and scanning them only costs t
 positives:
 
 * **binary payloads** — the payload of a base64 data URL (``data:<mime>[;params];base64,<payload>``;
-  its header is still scanned), and a string under a binary key (:data:`BINARY_KEYS`: chat
+  its header is still scanned) whose media type is not text (a ``text/*``, JSON, XML, YAML or
+  CSV payload is read decoded as well as written: :data:`_TEXT_MIME`), and a string under a
+  binary key (:data:`BINARY_KEYS`: chat
   ``input_audio.data``, Anthropic ``source.data`` and ``thinking.signature``, ``file_data``,
   Responses ``encrypted_content``), but only when the payload is well-formed base64 (standard
   alphabet, padded to a multiple of 4) of at least :data:`BINARY_MIN_CHARS` characters. Anything
@@ -43,6 +45,8 @@ walk also returns, separately, the join of every list that holds two or more ``t
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
 import json
 import re
@@ -52,6 +56,7 @@ from typing import Any, Final, NamedTuple
 __all__ = [
     "BINARY_KEYS",
     "BINARY_MIN_CHARS",
+    "DATA",
     "KEY",
     "PREFIX",
     "TOKEN_ID_LIMIT",
@@ -90,6 +95,15 @@ VALUE: Final = 1
 PREFIX: Final = 2
 """A :class:`Where` kind: the text is the first ``len(text)`` characters of ``container[slot]``
 (a data URL's header)."""
+DATA: Final = 3
+"""A :class:`Where` kind: the text is the decoded payload of the text data URL at
+``container[slot]`` (:data:`_TEXT_MIME`); redaction re-encodes it."""
+
+_TEXT_MIME: Final = re.compile(
+    r"(?:text/[\w.+-]+|application/(?:[\w.+-]*\+)?(?:json|xml|yaml|x-yaml|csv|x-ndjson))[;,]", re.IGNORECASE
+)
+"""Data URL media types that carry text (matched right after ``data:``): their base64 payload
+is decoded and read like any text — a text/plain attachment is as readable as a message."""
 
 
 class Where(NamedTuple):
@@ -124,6 +138,15 @@ def is_base64_blob(text: str, start: int = 0) -> bool:
         return False
     pad = raw.find(b"=")
     return pad == -1 or (pad >= size - 2 and raw.endswith(b"=" * (size - pad)))
+
+
+def _text_payload(url: str, start: int) -> str | None:
+    """The base64 payload of a text data URL from ``start``, decoded (UTF-8, invalid bytes as
+    U+FFFD); None when it is not base64 (the URL is then read as it is)."""
+    try:
+        return base64.b64decode(url[start:], validate=True).decode("utf-8", errors="replace")
+    except (binascii.Error, ValueError):
+        return None
 
 
 def _token_ids(value: Any) -> bool:
@@ -191,6 +214,18 @@ def collect(
                     continue
                 if value[0] in "dD" and value[:5].lower() == "data:":
                     header = _DATA_URL.match(value)
+                    decoded = (
+                        _text_payload(value, header.end())
+                        if header is not None and _TEXT_MIME.match(value, 5)
+                        else None
+                    )
+                    if decoded is not None:  # read as written and decoded (digits are valid base64 too)
+                        texts.append(value)
+                        texts.append(decoded)
+                        if record:
+                            where.append(Where(container, slot, VALUE, doc))  # type: ignore[union-attr]
+                            where.append(Where(container, slot, DATA, doc))  # type: ignore[union-attr]
+                        continue
                     if header is not None and is_base64_blob(value, header.end()):
                         texts.append(value[: header.end()])
                         if record:
