@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 from gateway.auth import generate_key, hash_key
-from gateway.config import GatewayConfig, Settings, load_config
+from gateway.config import GatewayConfig, Settings, load_config, with_env_overrides
 from gateway.errors import ConfigError
 
 __all__ = ["app", "main"]
@@ -67,8 +67,10 @@ def _period(since: str, until: str) -> tuple[dt.datetime, dt.datetime]:
 
 
 def _load(path: Path) -> GatewayConfig:
+    """gateway.yaml at ``path`` with the environment's overrides (GATEWAY_REDIS_URL); exit 2
+    with the reason if invalid."""
     try:
-        return load_config(path)
+        return with_env_overrides(load_config(path), Settings())
     except ConfigError as exc:
         err.print(f"[bold red]configuration error[/]: {exc.message}")
         raise typer.Exit(2) from None

@@ -39,6 +39,7 @@ __all__ = [
     "Settings",
     "TenantConfig",
     "load_config",
+    "with_env_overrides",
 ]
 
 
@@ -46,13 +47,16 @@ class Settings(BaseSettings):
     """Process settings from the environment.
 
     GATEWAY_CONFIG: path to gateway.yaml. GATEWAY_AUDIT_URL: SQLAlchemy async URL that overrides
-    ``audit.url``. GATEWAY_HOST / GATEWAY_PORT: listen address (default 127.0.0.1:8080).
+    ``audit.url``. GATEWAY_REDIS_URL: overrides ``limits_store.url`` (kind ``redis``), so a
+    password can come from a secret rather than the file (:func:`with_env_overrides`).
+    GATEWAY_HOST / GATEWAY_PORT: listen address (default 127.0.0.1:8080).
     """
 
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
     config: Path = Path("gateway.yaml")
     audit_url: str | None = None
+    redis_url: str | None = None
     host: str = "127.0.0.1"
     port: int = 8080
 
@@ -527,6 +531,22 @@ def parse_config(document: Any, *, source: str = "<memory>") -> GatewayConfig:
             raise ConfigError(source, ctx_error.path, ctx_error.reason) from None
         raise ConfigError(source, _dotted(tuple(err["loc"])), err["msg"]) from None
     return config
+
+
+def with_env_overrides(config: GatewayConfig, settings: Settings) -> GatewayConfig:
+    """``config`` with ``limits_store.url`` replaced by ``settings.redis_url``
+    (GATEWAY_REDIS_URL) when set. Raises ConfigError when it is set but ``limits_store.kind``
+    is not ``redis`` (the variable would silently do nothing) or is not a Redis URL."""
+    if not settings.redis_url:
+        return config
+    if config.limits_store.kind != "redis":
+        raise ConfigError(config.source, "limits_store.kind", "GATEWAY_REDIS_URL is set but the kind is not redis")
+    try:
+        store = LimitsStoreConfig.model_validate({**config.limits_store.model_dump(), "url": settings.redis_url})
+    except ValidationError as exc:
+        reason = str(exc.errors()[0]["msg"]).removeprefix("Value error, ")
+        raise ConfigError("GATEWAY_REDIS_URL", "limits_store.url", reason) from None
+    return config.model_copy(update={"limits_store": store})
 
 
 def load_config(path: str | os.PathLike[str]) -> GatewayConfig:

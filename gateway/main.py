@@ -37,7 +37,7 @@ from gateway.audit.store import AuditStore
 from gateway.auth import KeyRing
 from gateway.breaker import CircuitBreaker, SharedCircuitBreaker
 from gateway.classify import Classifier
-from gateway.config import GatewayConfig, Settings, load_config
+from gateway.config import GatewayConfig, Settings, load_config, with_env_overrides
 from gateway.context import RequestContext
 from gateway.errors import ConfigError, GatewayError, NotFound
 from gateway.execute import Executor
@@ -271,7 +271,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        cfg = config or load_config(settings.config)
+        cfg = with_env_overrides(config or load_config(settings.config), settings)
         configure_logging(cfg.telemetry.logs)
         gateway = await build_gateway(cfg, audit_url=settings.audit_url)
         app.state.gateway = gateway

@@ -549,3 +549,38 @@ async def test_limiter_settlement_on_a_store_gone_away_is_recorded_not_raised() 
     await limiter.settle(ctx)
     assert "redis" in ctx.admission.settle_error
     await limiter.store.aclose()
+
+
+def test_gateway_redis_url_overrides_the_file_s_limits_store_url(
+    start_gateway: Callable[..., GatewayUnderTest],
+    sim_a: ProviderSimulator,
+    sim_b: ProviderSimulator,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """GATEWAY_REDIS_URL (a password from a secret, not the ConfigMap) replaces the file's
+    limits_store.url: with the file's URL (nothing listens on port 9) the request would fail
+    closed with 503 limits_unavailable."""
+    monkeypatch.setenv("GATEWAY_REDIS_URL", REDIS_URL)
+    store = {"kind": "redis", "url": "redis://127.0.0.1:9/0", "key_prefix": _prefix(), "timeout_s": 0.2}
+    gw = start_gateway(_config(sim_a, sim_b, store, key_limits={"rpm": 100}))
+    r = gw.post(CHAT, json=_body())
+    assert r.status_code == 200, r.text
+    assert gw.record(r.headers["x-request-id"])["limits"]["rules"] == ["key k_app: 100 requests per minute"]
+
+
+@pytest.mark.parametrize(
+    ("store", "url", "reason"),
+    [
+        ({"kind": "memory"}, REDIS_URL, "GATEWAY_REDIS_URL is set but the kind is not redis"),
+        ({"kind": "redis", "url": REDIS_URL}, "http://127.0.0.1:6379", "kind redis needs url"),
+    ],
+)
+def test_gateway_redis_url_that_would_do_nothing_or_is_no_redis_url_stops_start_up(
+    sim_a: ProviderSimulator, sim_b: ProviderSimulator, store: dict[str, Any], url: str, reason: str
+) -> None:
+    from gateway.config import Settings, with_env_overrides
+
+    doc = make_config(sim_a_url=sim_a.base_url, sim_b_url=sim_b.base_url, llama_url="http://127.0.0.1:9/v1")
+    doc["limits_store"] = store
+    with pytest.raises(ConfigError, match=reason):
+        with_env_overrides(parse_config(doc), Settings(redis_url=url))
