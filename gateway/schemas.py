@@ -30,15 +30,6 @@ MAX_TOKENS_LIMIT = 2**31 - 1
 """Largest accepted max_tokens: int32, the range OpenAI-compatible servers take."""
 
 
-def _check_text(value: str) -> str:
-    """Reject text that cannot be encoded as UTF-8 (unpaired UTF-16 surrogates)."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("contains an unpaired UTF-16 surrogate, which is not valid Unicode text") from None
-    return value
-
-
 class ChatMessage(BaseModel):
     """One chat message; ``content`` is a string or an array of content parts. It may be null
     (or absent) only on an assistant message that carries ``tool_calls`` or ``function_call``
@@ -54,8 +45,8 @@ class ChatMessage(BaseModel):
     def _content(cls, value: Any) -> Any:
         if value is None:
             return value
-        if isinstance(value, str):
-            return _check_text(value)
+        if isinstance(value, str):  # valid Unicode: parse_body checked every string of the body
+            return value
         if (
             isinstance(value, list)
             and value
@@ -64,8 +55,6 @@ class ChatMessage(BaseModel):
             for i, part in enumerate(value):
                 if part["type"] == "text" and not isinstance(part.get("text"), str):
                     raise ValueError(f"part {i} is of type text but has no string 'text'")
-                if isinstance(part.get("text"), str):
-                    _check_text(part["text"])
             return value
         raise ValueError("must be a string or a non-empty array of content parts (objects with a 'type')")
 
@@ -92,7 +81,6 @@ class ChatCompletionRequest(BaseModel):
     stream_options: dict[str, Any] | None = None
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
     max_completion_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
-    temperature: float | None = Field(default=None, ge=0, le=2)
     n: int | None = Field(default=None, ge=1, le=16)
 
     def max_output_tokens(self, default: int) -> int:

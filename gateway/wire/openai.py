@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Mapping
 from types import MappingProxyType
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, ValidationError, field_validator
 
 from gateway.errors import GatewayError, InvalidRequest
 from gateway.schemas import MAX_TOKENS_LIMIT, parse_chat_request
@@ -114,10 +114,9 @@ _NUMBER_RANGES: Mapping[str, tuple[float, float]] = MappingProxyType(
 """Sampling parameters: a JSON number in [low, high] (OpenAI API reference, "Create chat
 completion" / "Create completion")."""
 
-_INT_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType(
-    {"seed": (-(2**63), 2**63 - 1), "top_logprobs": (0, 20), "best_of": (1, 20)}
-)
-"""Integer parameters and their ranges (same source; ``seed`` an int64)."""
+_INT_RANGES: Mapping[str, tuple[int, int]] = MappingProxyType({"seed": (-(2**63), 2**63 - 1), "top_logprobs": (0, 20)})
+"""Integer parameters and their ranges (same source; ``seed`` an int64). ``n`` and ``best_of``,
+which the request models read, are checked there."""
 
 _BOOLEANS = ("parallel_tool_calls", "echo")
 
@@ -334,28 +333,19 @@ class ChatDialect:
         return _openai_error(error)
 
 
-def _check_text(value: str) -> str:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("contains an unpaired UTF-16 surrogate, which is not valid Unicode text") from None
-    return value
-
-
 def _texts_or_tokens(value: Any, *, what: str) -> Any:
     """A non-empty string, a non-empty array of non-empty strings, of token ids, or of
     token-id arrays. Empty text is refused: vLLM refuses it too, and llama.cpp's server
-    answers it with a 500 (or an empty 200 stream) that would count against its breaker."""
+    answers it with a 500 (or an empty 200 stream) that would count against its breaker.
+    (Every string is valid Unicode: parse_body checked the whole body.)"""
     if isinstance(value, str):
         if not value:
             raise ValueError(f"{what} must not be empty")
-        return _check_text(value)
+        return value
     if isinstance(value, list) and value:
         if all(isinstance(x, str) for x in value):
-            for x in value:
-                _check_text(x)
-                if not x:
-                    raise ValueError(f"{what} must not contain empty strings")
+            if not all(value):
+                raise ValueError(f"{what} must not contain empty strings")
             return value
         if all(isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in value):
             return value
@@ -377,8 +367,7 @@ class _CompletionRequest(BaseModel):
     stream: StrictBool = False
     max_tokens: int | None = Field(default=None, ge=1, le=MAX_TOKENS_LIMIT)
     n: int | None = Field(default=None, ge=1, le=16)
-    best_of: int | None = Field(default=None, ge=1, le=20)
-    temperature: float | None = Field(default=None, ge=0, le=2)
+    best_of: StrictInt | None = Field(default=None, ge=1, le=20)
     suffix: str | None = None
 
     @field_validator("prompt")
