@@ -325,6 +325,19 @@ def gateway(
     return start_gateway(make_config(sim_a_url=sim_a.base_url, sim_b_url=sim_b.base_url, llama_url=llama))
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def audit_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty audit database, migrated to head: an SQLite file, then the session's
+    PostgreSQL database (downgraded to base first, so each test starts empty)."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"
+    else:
+        url = request.getfixturevalue("pg_url")
+        migrate_database(url, "base", downgrade=True)
+    migrate_database(url)
+    return url
+
+
 @pytest.fixture(scope="session")
 def pg_url() -> Iterator[str]:
     """A fresh PostgreSQL database on 127.0.0.1:5432 (trust auth), dropped at session end."""

@@ -26,17 +26,6 @@ from tests.conftest import ROOT
 REQUESTS = 12  # two entries each (decision + outcome): seq 1..24
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-        migrate_database(url, "base", downgrade=True)
-    migrate_database(url)
-    return url
-
-
 def _ctx(i: int) -> RequestContext:
     ctx = RequestContext(endpoint="chat.completions", requested_model="auto")
     ctx.principal = Principal(tenant="acme-eu", key_id="k_app", roles=("app",), home_region="eu")
@@ -47,10 +36,10 @@ def _ctx(i: int) -> RequestContext:
 
 
 @pytest.fixture
-async def ledger_db(db_url: str) -> AsyncIterator[tuple[str, Signer]]:
+async def ledger_db(audit_db_url: str) -> AsyncIterator[tuple[str, Signer]]:
     """A closed chain of REQUESTS requests with checkpoints every 5 entries and a final one."""
     signer = Signer(Ed25519PrivateKey.generate())
-    store = AuditStore.from_url(db_url, signer, checkpoint_every=5)
+    store = AuditStore.from_url(audit_db_url, signer, checkpoint_every=5)
     for i in range(REQUESTS):
         ctx = _ctx(i)
         await store.record_decision(ctx)
@@ -58,7 +47,7 @@ async def ledger_db(db_url: str) -> AsyncIterator[tuple[str, Signer]]:
         ctx.attempts.append(Attempt("local", "ok", 3.0, 200))
         await store.record_outcome(ctx)
     await store.aclose()
-    yield db_url, signer
+    yield audit_db_url, signer
 
 
 async def _sql(url: str, *statements: str) -> None:
@@ -143,39 +132,39 @@ async def test_forged_checkpoint_signature_is_detected(ledger_db: tuple[str, Sig
     assert not report.ok and "unknown key" in report.summary()
 
 
-async def test_gateway_restart_starts_a_new_chain_and_both_verify(db_url: str) -> None:
+async def test_gateway_restart_starts_a_new_chain_and_both_verify(audit_db_url: str) -> None:
     signer = Signer(Ed25519PrivateKey.generate())
     for _ in range(2):
-        store = AuditStore.from_url(db_url, signer)
+        store = AuditStore.from_url(audit_db_url, signer)
         await store.record_outcome(_ctx(0))
         await store.aclose()
-    report = await _verify(db_url, signer)
+    report = await _verify(audit_db_url, signer)
     assert report.ok and len(report.chains) == 2
 
 
-async def test_concurrent_appends_are_group_committed_in_one_gapless_chain(db_url: str) -> None:
+async def test_concurrent_appends_are_group_committed_in_one_gapless_chain(audit_db_url: str) -> None:
     signer = Signer(Ed25519PrivateKey.generate())
-    store = AuditStore.from_url(db_url, signer)
+    store = AuditStore.from_url(audit_db_url, signer)
     await asyncio.gather(*(store.record_outcome(_ctx(i)) for i in range(300)))
     await store.aclose()
-    report = await _verify(db_url, signer)
+    report = await _verify(audit_db_url, signer)
     assert report.ok and _one_chain(report).records == 300
 
 
 @pytest.mark.parametrize("durability", ["fsync", "process"])
-async def test_durability_setting_reaches_the_database(db_url: str, durability: str) -> None:
+async def test_durability_setting_reaches_the_database(audit_db_url: str, durability: str) -> None:
     """``fsync``: SQLite synchronous=FULL / PostgreSQL's default synchronous_commit=on;
     ``process``: SQLite synchronous=NORMAL / the ledger's transactions SET LOCAL
     synchronous_commit TO OFF (PostgreSQL's own session stays on). Records verify either way."""
     from sqlalchemy import event
 
     signer = Signer(Ed25519PrivateKey.generate())
-    store = AuditStore.from_url(db_url, signer, durability=durability)
+    store = AuditStore.from_url(audit_db_url, signer, durability=durability)
     statements: list[str] = []
     event.listen(store.engine.sync_engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
     try:
         await asyncio.gather(*(store.record_outcome(_ctx(i)) for i in range(20)))
-        if db_url.startswith("sqlite"):
+        if audit_db_url.startswith("sqlite"):
             writer = store.ledger._sqlite
             assert writer is not None and writer._conn is not None
             level = writer._conn.execute("PRAGMA synchronous").fetchone()[0]
@@ -189,7 +178,7 @@ async def test_durability_setting_reaches_the_database(db_url: str, durability: 
                 assert (await conn.execute(text("SHOW synchronous_commit"))).scalar() == "on"
     finally:
         await store.aclose()
-    report = await _verify(db_url, signer)
+    report = await _verify(audit_db_url, signer)
     assert report.ok and _one_chain(report).records == 20
 
 
@@ -275,11 +264,11 @@ def test_export_verifies_standalone_with_only_the_public_key(ledger_db: tuple[st
     assert bad.returncode == 1 and "FAILED at seq 11" in bad.stdout
 
 
-async def test_retention_prunes_to_a_checkpoint_and_the_rest_still_verifies(db_url: str) -> None:
+async def test_retention_prunes_to_a_checkpoint_and_the_rest_still_verifies(audit_db_url: str) -> None:
     import datetime as dt
 
     signer = Signer(Ed25519PrivateKey.generate())
-    store = AuditStore.from_url(db_url, signer, checkpoint_every=5)
+    store = AuditStore.from_url(audit_db_url, signer, checkpoint_every=5)
     base = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
     for i in range(REQUESTS):  # request i at base + i hours: seq 2i+1 (decision), 2i+2 (outcome)
         ctx = _ctx(i)
@@ -289,7 +278,7 @@ async def test_retention_prunes_to_a_checkpoint_and_the_rest_still_verifies(db_u
         await store.record_outcome(ctx)
     await store.aclose()  # checkpoints at seq 5, 10, 15, 20 and a final one at 24
 
-    reader = AuditStore.from_url(db_url)
+    reader = AuditStore.from_url(audit_db_url)
     try:
         cutoff = dt.datetime.fromtimestamp(base + 6.5 * 3600, tz=dt.UTC)  # requests 0..6 = seq 1..14
         assert await reader.prune(older_than=cutoff) == 10  # up to the checkpoint at seq 10
@@ -297,7 +286,7 @@ async def test_retention_prunes_to_a_checkpoint_and_the_rest_still_verifies(db_u
         chain = _one_chain(report)
         assert report.ok, report.summary()
         assert chain.records == 14 and chain.pruned_through == 10
-        await _sql(db_url, "DELETE FROM audit_entries WHERE seq = 11")  # deleting the new oldest is caught
+        await _sql(audit_db_url, "DELETE FROM audit_entries WHERE seq = 11")  # deleting the new oldest is caught
         assert _one_chain(await reader.verify([signer.public_key])).first_bad_seq == 11
     finally:
         await reader.aclose()
@@ -364,7 +353,7 @@ async def test_stored_bodies_are_exactly_rfc8785_of_themselves(ledger_db: tuple[
         assert rfc8785.dumps(json.loads(item["body"])).decode() == item["body"]
 
 
-async def test_values_json_cannot_carry_are_recorded_as_text_not_lost(db_url: str) -> None:
+async def test_values_json_cannot_carry_are_recorded_as_text_not_lost(audit_db_url: str) -> None:
     """A record holding what RFC 8785 cannot write — an upstream's count beyond 2^53, an
     unpaired surrogate in an upstream's error text, a non-finite float — is still written
     (those values as escaped text) instead of failing the request with audit_unavailable and
@@ -372,7 +361,7 @@ async def test_values_json_cannot_carry_are_recorded_as_text_not_lost(db_url: st
     import rfc8785
 
     signer = Signer(Ed25519PrivateKey.generate())
-    store = AuditStore.from_url(db_url, signer)
+    store = AuditStore.from_url(audit_db_url, signer)
     try:
         bad = _ctx(0)
         bad.prompt_tokens = 2**80  # e.g. a hostile upstream's usage: beyond I-JSON's range
@@ -389,5 +378,5 @@ async def test_values_json_cannot_carry_are_recorded_as_text_not_lost(db_url: st
         assert all(rfc8785.dumps(json.loads(body)).decode() == body for body in bodies)
     finally:
         await store.aclose()
-    report = await _verify(db_url, signer)
+    report = await _verify(audit_db_url, signer)
     assert report.ok and _one_chain(report).records == 2

@@ -35,17 +35,6 @@ REQUESTS = 12  # two entries each (decision + outcome): seq 1..24; checkpoints a
 BASE = dt.datetime(2026, 3, 1, tzinfo=dt.UTC).timestamp()
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'audit.db'}"
-    else:
-        url = request.getfixturevalue("pg_url")
-        migrate_database(url, "base", downgrade=True)
-    migrate_database(url)
-    return url
-
-
 def _witness_of(url: str, tmp_path: Path) -> Path:
     """The embedded default (``auto``) puts the witness beside the SQLite file; PostgreSQL
     has no default, so the PostgreSQL runs name one."""
@@ -80,11 +69,11 @@ async def _write_chain(url: str, signer: Signer, witness: Path, requests: int = 
 
 
 @pytest.fixture
-async def chain(db_url: str, tmp_path: Path) -> AsyncIterator[tuple[str, Signer, Path]]:
+async def chain(audit_db_url: str, tmp_path: Path) -> AsyncIterator[tuple[str, Signer, Path]]:
     signer = Signer(Ed25519PrivateKey.generate())
-    witness = _witness_of(db_url, tmp_path)
-    await _write_chain(db_url, signer, witness)
-    yield db_url, signer, witness
+    witness = _witness_of(audit_db_url, tmp_path)
+    await _write_chain(audit_db_url, signer, witness)
+    yield audit_db_url, signer, witness
 
 
 async def _sql(url: str, *statements: str) -> None:
@@ -188,13 +177,13 @@ async def test_retention_keeps_verifying_against_the_witness(chain: tuple[str, S
         await store.aclose()
 
 
-async def test_chains_of_several_processes_share_one_witness(db_url: str, tmp_path: Path) -> None:
+async def test_chains_of_several_processes_share_one_witness(audit_db_url: str, tmp_path: Path) -> None:
     signer = Signer(Ed25519PrivateKey.generate())
-    witness = _witness_of(db_url, tmp_path)
+    witness = _witness_of(audit_db_url, tmp_path)
     for _ in range(2):  # a restart: a second chain in the same database and witness
-        await _write_chain(db_url, signer, witness, requests=3)
+        await _write_chain(audit_db_url, signer, witness, requests=3)
     assert len({w["chain_id"] for w in load_witness(str(witness))}) == 2
-    report = await _verify(db_url, signer, witness)
+    report = await _verify(audit_db_url, signer, witness)
     assert report.ok and len(report.chains) == 2
     assert all(c.witnessed >= 1 for c in report.chains.values())
 

@@ -15,7 +15,7 @@ import pytest
 from gateway.classify import Classifier
 from tests.conftest import GatewayUnderTest, make_config
 from tests.support.provider_sim import ProviderSimulator
-from tests.support.sim_gateway import leaked, sim_config
+from tests.support.sim_gateway import CARD, IBAN_COMPACT, leaked, sim_config
 
 CHAT = "/v1/chat/completions"
 IBAN = "DE89 3704 0044 0532 0130 00"
@@ -127,8 +127,6 @@ COMPLETIONS = "/v1/completions"
 EMBEDDINGS = "/v1/embeddings"
 RESPONSES = "/v1/responses"
 MESSAGES = "/v1/messages"
-CARD = "4111111111111111"
-IBAN_COMPACT = IBAN.replace(" ", "")
 DATA_TEXT = f"data: my card is 4111 1111 1111 1111 and my IBAN {IBAN}, mail {EMAIL}"
 ALL_THREE = ["pii.email", "pii.iban", "pii.payment_card"]
 

@@ -97,6 +97,26 @@ def _sim_stream(sim: ProviderSimulator, within_s: float = 10) -> StreamRecord:
     return sim.streams[0]
 
 
+def _hang_up_while_the_upstream_waits(
+    gw: GatewayUnderTest, sim_a: ProviderSimulator, body: dict[str, Any], path: str = CHAT
+) -> dict[str, Any]:
+    """Send ``body`` to a primary that answers in 3 s, hang up after 0.5 s; the one record,
+    asserted ``client_disconnected`` within :data:`NOTICED_WITHIN_S` of the hang-up."""
+    sim_a.behave(delay_s=3, times=1)
+    before = _request_ids(gw)
+    sock = _send(gw, body, path)
+    time.sleep(0.5)
+    sock.close()
+    closed = time.monotonic()
+    records = _final_records(gw, before, within_s=6)
+    noticed_after = time.monotonic() - closed
+    assert len(records) == 1, records
+    rec = records[0]
+    assert rec["status"] == "client_disconnected", rec
+    assert noticed_after < NOTICED_WITHIN_S, f"recorded {noticed_after:.2f} s after the hang-up"
+    return rec
+
+
 def _still_serves(gw: GatewayUnderTest) -> None:
     r = gw.post(CHAT, json={"model": "external", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
     assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
@@ -107,18 +127,7 @@ def _still_serves(gw: GatewayUnderTest) -> None:
 def test_a_stream_left_before_the_first_chunk_is_cancelled_and_recorded_client_disconnected(
     gw: GatewayUnderTest, sim_a: ProviderSimulator, sim_b: ProviderSimulator, path: str
 ) -> None:
-    sim_a.behave(delay_s=3, times=1)
-    before = _request_ids(gw)
-    sock = _send(gw, _body(path, stream=True), path)
-    time.sleep(0.5)
-    sock.close()
-    closed = time.monotonic()
-    records = _final_records(gw, before, within_s=6)
-    noticed_after = time.monotonic() - closed
-    assert len(records) == 1, records
-    rec = records[0]
-    assert rec["status"] == "client_disconnected", rec
-    assert noticed_after < NOTICED_WITHIN_S, f"recorded {noticed_after:.2f} s after the hang-up"
+    rec = _hang_up_while_the_upstream_waits(gw, sim_a, _body(path, stream=True), path)
     assert rec["stream"] is True and rec["http_status"] == 499
     assert "first chunk" in rec["error"]
     assert [(a["deployment"], a["outcome"]) for a in rec["attempts"]] == [("ext-cheap", "cancelled")]
@@ -170,18 +179,7 @@ def test_a_non_stream_request_left_while_the_upstream_works_is_cancelled_and_rec
     """Like LiteLLM's proxy (which cancels the provider call on ``http.disconnect``) and
     Kong/nginx (which close the upstream connection and log 499): the upstream call is
     cancelled, not finished for nobody."""
-    sim_a.behave(delay_s=3, times=1)
-    before = _request_ids(gw)
-    sock = _send(gw, _body(CHAT, stream=False))
-    time.sleep(0.5)
-    sock.close()
-    closed = time.monotonic()
-    records = _final_records(gw, before, within_s=6)
-    noticed_after = time.monotonic() - closed
-    assert len(records) == 1, records
-    rec = records[0]
-    assert rec["status"] == "client_disconnected", rec
-    assert noticed_after < NOTICED_WITHIN_S, f"recorded {noticed_after:.2f} s after the hang-up"
+    rec = _hang_up_while_the_upstream_waits(gw, sim_a, _body(CHAT, stream=False))
     assert rec["stream"] is False and rec["http_status"] == 499
     assert [(a["deployment"], a["outcome"]) for a in rec["attempts"]] == [("ext-cheap", "cancelled")]
     assert rec["completion_tokens"] == 0 and rec["prompt_tokens"] > 0 and rec["tokens_estimated"] is True

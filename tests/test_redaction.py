@@ -13,7 +13,7 @@ from gateway.classify import BuiltinDetector
 from gateway.classify.redact import Restorer, redact_body
 from tests.conftest import GatewayUnderTest, make_config
 from tests.support.provider_sim import ProviderSimulator
-from tests.support.sim_gateway import leaked, sim_config
+from tests.support.sim_gateway import CARD, IBAN_COMPACT, leaked, sim_config
 
 CHAT = "/v1/chat/completions"
 EMAIL = "jane.roe@example.org"
@@ -122,8 +122,6 @@ def test_records_count_matches_per_label_without_values(
 
 # --- every string the provider receives is redacted, keys and numbers included ---------------
 
-CARD = "4111111111111111"
-IBAN_COMPACT = IBAN.replace(" ", "")
 REDACTED_LABELS = ["pii.email", "pii.iban", "pii.payment_card"]
 
 

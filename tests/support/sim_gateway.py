@@ -12,9 +12,12 @@ from typing import Any
 from tests.conftest import make_config
 from tests.support.provider_sim import ProviderSimulator
 
-__all__ = ["EMAIL", "IBAN", "SECRET_PROMPT", "leaked", "sim_config"]
+__all__ = ["CARD", "EMAIL", "IBAN", "IBAN_COMPACT", "SECRET_PROMPT", "leaked", "sim_config"]
 
 IBAN = "DE89 3704 0044 0532 0130 00"
+IBAN_COMPACT = IBAN.replace(" ", "")
+CARD = "4111111111111111"
+"""A Luhn-valid test card number (Visa's documented test number)."""
 EMAIL = "erika.mustermann@example.de"
 SECRET_PROMPT = f"Pay invoice 2231 to IBAN {IBAN} and confirm to {EMAIL}."
 """A prompt the built-in detectors classify confidential (pii.iban, pii.email)."""
