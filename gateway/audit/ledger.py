@@ -593,8 +593,8 @@ class Ledger:
             "signature": self.signer.sign(body.encode("utf-8")),
         }
         if self.witness is not None:
-            item = {"type": "checkpoint", **{k: row[k] for k in ("chain_id", "seq", "head_hash", "key_id", "body")}}
-            item["signature"] = row["signature"]
+            # the export's checkpoint object: the row as stored, created_at being in the signed body
+            item = {"type": "checkpoint", **{k: v for k, v in row.items() if k != "created_at"}}
             try:
                 await asyncio.to_thread(append_witness, self.witness, item)
             except OSError as exc:
